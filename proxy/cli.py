@@ -1,0 +1,316 @@
+"""The `tagproxy` command: serve, check, routes, url and rewrite."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from yarl import URL
+
+from . import __version__
+from .config import DEFAULT_LISTEN, Settings, build_settings, env_defaults, env_name
+from .errors import ConfigError
+from .rewrite import BodyKind, kind_for_content_type
+from .routing import Router
+from .rules import RelayRoute, RuleSet, ScriptRoute, load_rules
+from .rules.loader import RuleError, load_rule, rule_files
+from .scripts import build_rewriter
+from .server import Proxy, build_app
+from .site import parse_public_url
+
+log = logging.getLogger("tagproxy")
+
+DEFAULT_PUBLIC_URL = "http://127.0.0.1:8080"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        result: int = args.run(args)
+    except ConfigError as exc:
+        print(f"tagproxy: {exc}", file=sys.stderr)
+        return 2
+    return result
+
+
+def _parser() -> argparse.ArgumentParser:
+    env = env_defaults()
+    parser = argparse.ArgumentParser(
+        prog="tagproxy",
+        description="Serve vendor tags from your own domain and relay their beacons.",
+        epilog="Every serve flag can also be set as TAGPROXY_<FLAG> in the environment.",
+    )
+    parser.add_argument("--version", action="version", version=f"tagproxy {__version__}")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the proxy")
+    _rules_flag(serve, env)
+    serve.add_argument("--listen", default=env["listen"], metavar="HOST:PORT",
+                       help=f"where to listen (default {DEFAULT_LISTEN})")
+    _public_url_flag(serve, env, default=None)
+    serve.add_argument("--cookie-domain", default=env["cookie_domain"], metavar="DOMAIN",
+                       help="Domain for cookies vendors set, e.g. shop.example "
+                       "(default: host-only cookies)")
+    serve.add_argument("--allowed-origin", action="append", default=None,
+                       metavar="ORIGIN", help="origin allowed to call relays "
+                       "cross-origin, e.g. https://www.shop.example or "
+                       "https://*.shop.example (repeatable; default: the public "
+                       "URL's origin and origins under the cookie domain)")
+    serve.add_argument("--trusted-proxy", action="append", default=None,
+                       metavar="CIDR", help="a proxy or load balancer whose "
+                       "X-Forwarded-* headers are believed (repeatable)")
+    serve.add_argument("--client-ip-header", action="append", default=None,
+                       metavar="NAME", help="single-address header set by a trusted "
+                       "proxy, e.g. CF-Connecting-IP (repeatable)")
+    serve.add_argument("--upstream-override", action="append", default=None,
+                       metavar="ORIGIN=URL", help="send a vendor origin to another "
+                       "base URL, keeping its Host, e.g. "
+                       "'https://*.google-analytics.com=http://127.0.0.1:9000' "
+                       "(repeatable; for staging and tests)")
+    serve.add_argument("--geo-header", default=env["geo_header"], metavar="NAME",
+                       help="trusted header holding the visitor's COUNTRY-REGION, "
+                       "used for scripts cached per geo")
+    serve.add_argument("--log-format", choices=("plain", "json"),
+                       default=env["log_format"])
+    serve.add_argument("--log-level", default=env["log_level"],
+                       choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+                       type=str.upper)
+    serve.set_defaults(run=_serve, env=env)
+
+    check = commands.add_parser("check", help="validate rule files; exit 1 on error")
+    check.add_argument("paths", nargs="*", type=Path, metavar="PATH",
+                       help="rule files or directories (default: the rules directory)")
+    check.set_defaults(run=_check, env=env)
+
+    routes = commands.add_parser("routes", help="list first-party paths and upstreams")
+    _rules_flag(routes, env)
+    routes.set_defaults(run=_routes)
+
+    url = commands.add_parser("url", help="the first-party URL to use instead of "
+                              "a vendor URL in a script src")
+    url.add_argument("vendor_url", metavar="VENDOR_URL")
+    _rules_flag(url, env)
+    _public_url_flag(url, env, default=DEFAULT_PUBLIC_URL)
+    url.set_defaults(run=_url)
+
+    rewrite = commands.add_parser("rewrite", help="rewrite a saved vendor script "
+                                  "to stdout, without a server")
+    rewrite.add_argument("file", type=Path, metavar="FILE")
+    rewrite.add_argument("--from", dest="from_url", required=True, metavar="VENDOR_URL",
+                         help="the URL the file was fetched from")
+    rewrite.add_argument("--kind", choices=[k.value for k in BodyKind], default=None,
+                         help="body kind (default: from the file name)")
+    _rules_flag(rewrite, env)
+    _public_url_flag(rewrite, env, default=DEFAULT_PUBLIC_URL)
+    rewrite.set_defaults(run=_rewrite)
+    return parser
+
+
+def _rules_flag(parser: argparse.ArgumentParser, env: dict[str, Any]) -> None:
+    parser.add_argument("--rules", action="append", type=Path, default=None,
+                        metavar="DIR", help="rule directory or file (repeatable; "
+                        f"default: {', '.join(env['rules'])})")
+    parser.set_defaults(default_rules=[Path(r) for r in env["rules"]])
+
+
+def _public_url_flag(
+    parser: argparse.ArgumentParser, env: dict[str, Any], default: str | None
+) -> None:
+    parser.add_argument("--public-url", default=env["public_url"] or default,
+                        metavar="URL", help="where browsers reach tagproxy, e.g. "
+                        "https://metrics.shop.example" + (
+                            f" (default {default})" if default else
+                            " (default: from each request's Host)"))
+
+
+def _rule_paths(args: argparse.Namespace) -> list[Path]:
+    return list(args.rules or args.default_rules)
+
+
+# --- serve -------------------------------------------------------------------
+
+
+def _serve(args: argparse.Namespace) -> int:
+    env = args.env
+    settings = build_settings(
+        rules=[str(p) for p in _rule_paths(args)],
+        listen=args.listen,
+        public_url=args.public_url,
+        cookie_domain=args.cookie_domain,
+        allowed_origins=args.allowed_origin or env["allowed_origin"],
+        trusted_proxies=args.trusted_proxy or env["trusted_proxy"],
+        client_ip_headers=args.client_ip_header or env["client_ip_header"],
+        overrides=args.upstream_override or env["upstream_override"],
+        geo_header=args.geo_header,
+        log_format=args.log_format,
+        log_level=args.log_level,
+    )
+    _setup_logging(settings)
+    rules = load_rules(settings.rules)
+    _log_startup(settings, rules)
+    _run(settings, rules)
+    return 0
+
+
+def _setup_logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _log_startup(settings: Settings, rules: RuleSet) -> None:
+    for rule in rules.rules:
+        log.info(
+            "rule %s (%s) at %s: %d script, %d relay routes, hosts %s",
+            rule.vendor, rule.source, rule.mount, len(rule.scripts),
+            len(rule.relays), ", ".join(h.host for h in rule.hosts),
+        )
+    for override in settings.overrides:
+        log.info("upstream override: %s://%s -> %s",
+                 override.scheme, override.host_pattern, override.base)
+    if settings.site.public_url is None:
+        log.info("public URL: taken from each request's Host (set --public-url)")
+    else:
+        log.info("public URL: %s", settings.site.public_url)
+    if not settings.trust.proxies:
+        log.info("no trusted proxies: X-Forwarded-For from clients is ignored")
+
+
+def _run(settings: Settings, rules: RuleSet) -> None:
+    proxy = Proxy(settings, rules)
+    host, port = settings.listen
+    log.info("listening on http://%s", settings.listen_text)
+    web.run_app(
+        build_app(proxy),
+        host=host,
+        port=port,
+        access_log=None,
+        print=None,
+        shutdown_timeout=10,
+        loop=_new_loop(),
+    )
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+# --- check, routes, url, rewrite ---------------------------------------------
+
+
+def _check(args: argparse.Namespace) -> int:
+    paths = args.paths or [Path(r) for r in args.env["rules"]]
+    try:
+        files = rule_files(paths)
+    except RuleError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    failed = 0
+    rules = []
+    for file in files:
+        try:
+            rules.append(load_rule(file))
+            print(f"ok: {file}")
+        except RuleError as exc:
+            failed += 1
+            print(f"error: {exc}", file=sys.stderr)
+    if not failed:
+        from .rules.loader import build_rule_set
+
+        try:
+            build_rule_set(rules)
+        except RuleError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+    if not files:
+        print("error: no rule files found", file=sys.stderr)
+        return 1
+    print(f"{len(files) - failed} of {len(files)} rule files valid")
+    return 1 if failed else 0
+
+
+def _routes(args: argparse.Namespace) -> int:
+    rules = load_rules(_rule_paths(args))
+    rows = [("VENDOR", "FIRST-PARTY PATH", "UPSTREAM", "KIND", "DETAIL")]
+    for rule in rules.rules:
+        for route in (*rule.scripts, *rule.relays):
+            host = route.host
+            label = "/<label>" if host.is_pattern else ""
+            for path in route.paths.patterns:
+                first_party = f"{rule.mount}{host.prefix}{label}{path}"
+                upstream = f"{host.scheme}://{host.host}{path}"
+                rows.append((rule.vendor, first_party, upstream, route.kind,
+                             _route_detail(route)))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False))
+              + "  " + row[4])
+    return 0
+
+
+def _route_detail(route: ScriptRoute | RelayRoute) -> str:
+    if isinstance(route, ScriptRoute):
+        return f"cache={route.cache.value} ttl={route.ttl:g}s"
+    methods = ",".join(sorted(route.methods - {"OPTIONS"}))
+    return f"methods={methods} max_body={route.max_body}"
+
+
+def _url(args: argparse.Namespace) -> int:
+    rules = load_rules(_rule_paths(args))
+    public_url = parse_public_url(args.public_url)
+    vendor_url = URL(args.vendor_url.strip())
+    first_party = Router(rules).first_party_url(public_url, vendor_url)
+    if first_party is None or vendor_url.scheme not in ("http", "https"):
+        print(f"tagproxy: no loaded rule serves {vendor_url.host or args.vendor_url}",
+              file=sys.stderr)
+        return 1
+    try:
+        Router(rules).match(first_party[len(str(public_url).rstrip("/")):])
+    except Exception:
+        print("tagproxy: warning: the rule names this host but no route covers "
+              "this path; requests to it will get 404", file=sys.stderr)
+    print(first_party)
+    return 0
+
+
+def _rewrite(args: argparse.Namespace) -> int:
+    rules = load_rules(_rule_paths(args))
+    public_url = parse_public_url(args.public_url)
+    vendor_url = URL(args.from_url)
+    owner = rules.owner_of(vendor_url.host or "")
+    if owner is None:
+        print(f"tagproxy: no loaded rule serves {vendor_url.host}", file=sys.stderr)
+        return 1
+    kind = BodyKind(args.kind) if args.kind else _kind_of(args.file)
+    rewriter = build_rewriter(rules, public_url, owner[0])
+    result = rewriter.rewrite(args.file.read_bytes(), kind)
+    sys.stdout.buffer.write(result.body)
+    sys.stdout.flush()
+    for what, count in sorted(result.replacements.items()):
+        print(f"rewrote {count} x {what}", file=sys.stderr)
+    if result.kept_original:
+        print(f"kept the original: {result.reason}", file=sys.stderr)
+        return 1
+    print(f"{sum(result.replacements.values())} replacements", file=sys.stderr)
+    return 0
+
+
+def _kind_of(path: Path) -> BodyKind:
+    guess = {".json": "application/json", ".html": "text/html"}.get(path.suffix)
+    return kind_for_content_type(guess or "application/javascript") or BodyKind.JS
+
+
+__all__ = ["env_name", "main"]

@@ -1,0 +1,122 @@
+"""Server settings from command-line flags, each also an environment variable.
+
+Every flag `--some-flag` can be given as `TAGPROXY_SOME_FLAG`; repeatable
+flags take a comma-separated list there. Flags win over the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+from yarl import URL
+
+from .clientip import Trust, parse_networks
+from .errors import ConfigError
+from .site import OriginMatcher, Site, parse_public_url
+from .upstream import Override, parse_override
+
+ENV_PREFIX: Final = "TAGPROXY_"
+DEFAULT_LISTEN: Final = "127.0.0.1:8080"
+DEFAULT_RULES: Final = "rules"
+
+
+def env_name(flag: str) -> str:
+    return ENV_PREFIX + flag.lstrip("-").replace("-", "_").upper()
+
+
+def env_list(value: str | None) -> list[str]:
+    if not value:
+        return []
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def parse_listen(raw: str) -> tuple[str, int]:
+    host, sep, port = raw.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ConfigError(f"--listen {raw!r}: expected HOST:PORT, e.g. 0.0.0.0:8080")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    rules: tuple[Path, ...] = (Path(DEFAULT_RULES),)
+    listen: tuple[str, int] = ("127.0.0.1", 8080)
+    site: Site = field(default_factory=lambda: Site(None, None, OriginMatcher()))
+    trust: Trust = field(default_factory=Trust)
+    overrides: tuple[Override, ...] = ()
+    geo_header: str | None = None
+    log_format: str = "plain"
+    log_level: str = "INFO"
+
+    @property
+    def listen_text(self) -> str:
+        host, port = self.listen
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def build_settings(
+    *,
+    rules: Sequence[str],
+    listen: str,
+    public_url: str | None,
+    cookie_domain: str | None,
+    allowed_origins: Sequence[str],
+    trusted_proxies: Sequence[str],
+    client_ip_headers: Sequence[str],
+    overrides: Sequence[str],
+    geo_header: str | None,
+    log_format: str,
+    log_level: str,
+) -> Settings:
+    """Validate raw option values into Settings, naming the option on error."""
+    public = parse_public_url(public_url) if public_url else None
+    domain = cookie_domain.strip().lstrip(".").lower() if cookie_domain else None
+    for origin in allowed_origins:
+        url = URL(origin.replace("*.", "wildcard."))
+        if url.scheme not in ("http", "https") or not url.host or url.path not in ("", "/"):
+            raise ConfigError(
+                f"--allowed-origin {origin!r}: expected an origin like "
+                "https://www.shop.example or https://*.shop.example"
+            )
+    if log_format not in ("plain", "json"):
+        raise ConfigError(f"--log-format {log_format!r}: expected plain or json")
+    return Settings(
+        rules=tuple(Path(r) for r in rules),
+        listen=parse_listen(listen),
+        site=Site(
+            public,
+            domain,
+            OriginMatcher(tuple(o.lower().rstrip("/") for o in allowed_origins)),
+        ),
+        trust=Trust(parse_networks(trusted_proxies), tuple(client_ip_headers)),
+        overrides=tuple(parse_override(o) for o in overrides),
+        geo_header=geo_header or None,
+        log_format=log_format,
+        log_level=log_level.upper(),
+    )
+
+
+def env_default(flag: str, default: str | None, environ: Mapping[str, str]) -> str | None:
+    return environ.get(env_name(flag), default)
+
+
+def env_defaults(environ: Mapping[str, str] | None = None) -> dict[str, object]:
+    """Defaults for the serve flags, taken from TAGPROXY_* variables."""
+    env = os.environ if environ is None else environ
+    return {
+        "rules": env_list(env.get(env_name("rules"))) or [DEFAULT_RULES],
+        "listen": env.get(env_name("listen"), DEFAULT_LISTEN),
+        "public_url": env.get(env_name("public-url")),
+        "cookie_domain": env.get(env_name("cookie-domain")),
+        "allowed_origin": env_list(env.get(env_name("allowed-origin"))),
+        "trusted_proxy": env_list(env.get(env_name("trusted-proxy"))),
+        "client_ip_header": env_list(env.get(env_name("client-ip-header"))),
+        "upstream_override": env_list(env.get(env_name("upstream-override"))),
+        "geo_header": env.get(env_name("geo-header")),
+        "log_format": env.get(env_name("log-format"), "plain"),
+        "log_level": env.get(env_name("log-level"), "INFO"),
+    }

@@ -1,0 +1,267 @@
+"""Relay routes: pass a beacon to its vendor under the rule's request and
+response policies, and stream the vendor's answer back.
+
+The path after the mount and the raw query reach the vendor byte-exact unless
+a rule edits a parameter; bodies pass byte-exact. Headers pass by allowlist,
+cookies by name, and the visitor's address in exactly the way the rule says.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Final
+from urllib.parse import quote, unquote_plus
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
+
+from . import headers as h
+from .cookies import cookie_name, filter_cookie_header, rewrite_set_cookie
+from .errors import MethodNotAllowed, PayloadTooLarge, UpstreamError
+from .routing import Router, Target
+from .rules import IpVia, RelayRoute
+from .rules.model import RequestPolicy
+from .site import Site
+from .upstream import Upstream, translate
+
+log = logging.getLogger(__name__)
+
+_CHUNK: Final = 64 * 1024
+_NO_BODY_STATUSES: Final = frozenset({204, 304})
+_REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
+_PREFLIGHT_MAX_AGE: Final = "600"
+
+
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """The whole body, refused with 413 before any upstream contact if too big.
+
+    Bodies are read in full (up to the route's limit) before the vendor is
+    contacted, so an oversized chunked upload is refused without a byte sent
+    upstream and a failed attempt can be retried with the same bytes.
+    """
+    declared = request.content_length
+    if declared is not None and declared > limit:
+        raise PayloadTooLarge(f"request body over this route's limit of {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_chunked(_CHUNK):
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(
+                f"request body over this route's limit of {limit} bytes"
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def connection_tokens(headers: CIMultiDictProxy[str]) -> frozenset[str]:
+    """Header names a Connection header marks as hop-by-hop for this request."""
+    values = headers.getall("Connection", [])
+    return frozenset(t.strip().lower() for v in values for t in v.split(",") if t.strip())
+
+
+def request_headers(
+    incoming: CIMultiDictProxy[str], policy: RequestPolicy, visitor: str
+) -> CIMultiDict[str]:
+    """The headers the vendor gets: allowlisted, named cookies, the visitor IP."""
+    hop = connection_tokens(incoming)
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in incoming.items():
+        lower = name.lower()
+        if policy.passes_header(lower) and lower not in hop:
+            out.add(name, value)
+
+    cookies = filter_cookie_header(incoming.getall(h.COOKIE, []), policy.cookies)
+    if cookies:
+        out[h.COOKIE] = cookies
+    for name, value in policy.set_headers:
+        out[name] = value
+    for way in policy.client_ip:
+        if way.via is IpVia.HEADER:
+            out[way.name] = visitor
+    return out
+
+
+def edit_query(raw: str, policy: RequestPolicy, visitor: str) -> str:
+    """The raw query with only the rule's edits; untouched pieces stay byte-exact."""
+    ip_params = [w.name for w in policy.client_ip if w.via is IpVia.QUERY]
+    if not (policy.drop_query or policy.set_query or policy.rename_query or ip_params):
+        return raw
+
+    # The visitor must not choose privileged parameters: whatever they sent
+    # under a name we set is dropped before we set it.
+    dropped = policy.drop_query | {n for n, _ in policy.set_query} | set(ip_params)
+    pieces = []
+    for piece in raw.split("&") if raw else []:
+        name, sep, value = piece.partition("=")
+        decoded = unquote_plus(name)
+        if decoded in dropped:
+            continue
+        if decoded in policy.rename_query:
+            piece = f"{quote(policy.rename_query[decoded], safe='')}{sep}{value}"
+        pieces.append(piece)
+    for name, value in (*policy.set_query, *((p, visitor) for p in ip_params)):
+        pieces.append(f"{quote(name, safe='')}={quote(value, safe='')}")
+    return "&".join(pieces)
+
+
+def cors_headers(request: web.Request, site: Site, public_url: URL) -> dict[str, str]:
+    origin = request.headers.get(h.ORIGIN)
+    if not origin or not site.origin_allowed(origin, public_url):
+        return {}
+    return {h.ACAO: origin, h.ACAC: "true"}
+
+
+def preflight(
+    request: web.Request, route: RelayRoute, policy: RequestPolicy, site: Site,
+    public_url: URL,
+) -> web.Response:
+    """Answer a CORS preflight ourselves: the vendor never sees it."""
+    headers = {h.VARY: "Origin", h.CACHE_CONTROL: "no-store"}
+    cors = cors_headers(request, site, public_url)
+    if cors:
+        asked = request.headers.get(h.ACRH, "")
+        allowed = [n.strip() for n in asked.split(",") if _preflight_ok(n, policy)]
+        methods = sorted(route.methods - {"OPTIONS", "HEAD"})
+        headers |= cors | {
+            h.ACAM: ", ".join(methods),
+            h.ACAH: ", ".join(allowed),
+            h.ACMA: _PREFLIGHT_MAX_AGE,
+        }
+    return web.Response(status=204, headers=headers)
+
+
+def _preflight_ok(name: str, policy: RequestPolicy) -> bool:
+    lower = name.strip().lower()
+    return bool(lower) and policy.passes_header(lower)
+
+
+class RelayService:
+    def __init__(self, upstream: Upstream, router: Router, site: Site) -> None:
+        self.upstream = upstream
+        self.router = router
+        self.site = site
+
+    async def relay(
+        self,
+        request: web.Request,
+        target: Target,
+        public_url: URL,
+        visitor: str,
+        outcome: dict[str, object],
+    ) -> web.StreamResponse:
+        route = target.route
+        assert isinstance(route, RelayRoute)
+        policy = target.rule.request
+        if request.method == "OPTIONS" and h.ACRM in request.headers:
+            return preflight(request, route, policy, self.site, public_url)
+        if request.method not in route.methods:
+            allow = ", ".join(sorted(route.methods))
+            raise MethodNotAllowed("method not allowed here", headers={"Allow": allow})
+
+        body = await read_body(request, route.max_body)
+        headers = request_headers(request.headers, policy, visitor)
+        query = edit_query(target.query, policy, visitor)
+        path_query = target.path + (f"?{query}" if query else "")
+        prepared = self.upstream.prepare(
+            target.host.scheme, target.upstream_host, path_query
+        )
+        send_body = body if body or request.method not in ("GET", "HEAD") else None
+        response = await self.upstream.request(
+            request.method, prepared, headers, send_body, route.timeouts
+        )
+        outcome["upstream_status"] = response.status
+        async with response:
+            return await self._answer(request, response, target, public_url)
+
+    async def _answer(
+        self,
+        request: web.Request,
+        upstream: aiohttp.ClientResponse,
+        target: Target,
+        public_url: URL,
+    ) -> web.StreamResponse:
+        out = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+        self._copy_headers(upstream, out, target, public_url)
+        out.headers.update(cors_headers(request, self.site, public_url))
+        if request.headers.get(h.ORIGIN):
+            out.headers.add(h.VARY, "Origin")
+
+        no_body = upstream.status in _NO_BODY_STATUSES or request.method == "HEAD"
+        length = upstream.content_length
+        if no_body:
+            if request.method == "HEAD" and length is not None:
+                out.headers[h.CONTENT_LENGTH] = str(length)
+            await out.prepare(request)
+            await out.write_eof()
+            return out
+
+        if length is not None:
+            out.content_length = length
+        await out.prepare(request)
+        try:
+            async for chunk in upstream.content.iter_chunked(_CHUNK):
+                await out.write(chunk)
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            # Headers are gone already; all we can do is cut the connection so
+            # the client sees a truncated response rather than a short one.
+            raise translate(exc, target.upstream_host) from exc
+        await out.write_eof()
+        return out
+
+    def _copy_headers(
+        self,
+        upstream: aiohttp.ClientResponse,
+        out: web.StreamResponse,
+        target: Target,
+        public_url: URL,
+    ) -> None:
+        policy = target.rule.response
+        hop = connection_tokens(upstream.headers)
+        for name, value in upstream.headers.items():
+            lower = name.lower()
+            if lower in h.RESPONSE_DROPPED or lower in policy.drop_headers or lower in hop:
+                continue
+            if lower == "set-cookie":
+                if policy.cookies(cookie_name(value)):
+                    out.headers.add(
+                        h.SET_COOKIE, rewrite_set_cookie(value, self.site.cookie_domain)
+                    )
+                continue
+            if lower == "location":
+                location = self.location(value, target, public_url, upstream.status)
+                if location is None:
+                    continue
+                value = location
+            out.headers.add(name, value)
+        for name, value in policy.set_headers:
+            out.headers[name] = value
+
+    def location(
+        self, value: str, target: Target, public_url: URL, status: int
+    ) -> str | None:
+        """A vendor redirect, made first-party, or refused if it leaves the rule.
+
+        Following or passing on a redirect to anywhere else would turn
+        tagproxy into a relay for hosts no rule names (metadata services,
+        internal hosts, other sites).
+        """
+        try:
+            absolute = URL(target.upstream_url).join(URL(value))
+        except ValueError as exc:
+            raise UpstreamError("upstream sent a malformed Location") from exc
+        owner = self.router.rules.owner_of(absolute.raw_host or "")
+        if (
+            owner is None
+            or owner[0] is not target.rule
+            or absolute.scheme != owner[1].scheme
+        ):
+            if status in _REDIRECTS:
+                raise UpstreamError("upstream redirected outside its rule; refused")
+            return None
+        url = self.router.first_party_url(public_url, absolute)
+        assert url is not None
+        return url
+

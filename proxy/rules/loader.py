@@ -1,0 +1,490 @@
+"""Read rule files into a validated RuleSet, or fail naming file, key and value.
+
+Every check a request would otherwise trip over happens here, once: unknown
+keys, wrong types, bad patterns, headers that must never pass, clashing mounts
+and hosts claimed by two rules.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+from ..errors import ConfigError
+from .. import headers as policy
+from .model import (
+    DNS_LABEL,
+    CacheMode,
+    ExtraRewrite,
+    IpPassing,
+    IpVia,
+    NameMatcher,
+    PathMatcher,
+    RelayRoute,
+    RequestPolicy,
+    ResponsePolicy,
+    Route,
+    Rule,
+    RuleSet,
+    ScriptRoute,
+    Timeouts,
+    UpstreamHost,
+)
+
+T = TypeVar("T")
+
+MOUNT: Final = re.compile(r"/[a-z0-9][a-z0-9_.-]{0,62}")
+HOST_PATH: Final = re.compile(r"(?:/[a-z0-9][a-z0-9_.-]*)*")
+VENDOR_ID: Final = re.compile(r"[a-z0-9][a-z0-9_-]{0,40}")
+HEADER_NAME: Final = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")
+COOKIE_PATTERN: Final = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")
+DURATION: Final = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?")
+SIZE: Final = re.compile(r"(\d+)\s*(B|KB|KiB|MB|MiB|GB|GiB)?")
+RESERVED_MOUNTS: Final = frozenset({"/_tagproxy"})
+
+_DURATION_UNITS: Final = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_SIZE_UNITS: Final = {
+    "B": 1,
+    "KB": 1000,
+    "KiB": 1024,
+    "MB": 1000**2,
+    "MiB": 1024**2,
+    "GB": 1000**3,
+    "GiB": 1024**3,
+}
+
+
+class RuleError(ConfigError):
+    """A rule file that cannot be used, with where and why."""
+
+    def __init__(self, source: Path, key: str, value: object, reason: str) -> None:
+        self.source, self.key, self.value, self.reason = source, key, value, reason
+        super().__init__(f"{source}: {key} = {value!r}: {reason}")
+
+
+class Table:
+    """A TOML table being read: every key taken is ticked off, leftovers are errors."""
+
+    def __init__(self, source: Path, path: str, data: Mapping[str, Any]) -> None:
+        self.source, self.path, self.data = source, path, data
+        self._seen: set[str] = set()
+
+    def key(self, name: str) -> str:
+        return f"{self.path}.{name}" if self.path else name
+
+    def fail(self, name: str, value: object, reason: str) -> RuleError:
+        return RuleError(self.source, self.key(name), value, reason)
+
+    def get(self, name: str, kind: type[T], default: T | None = None) -> T:
+        self._seen.add(name)
+        if name not in self.data:
+            if default is None:
+                raise self.fail(name, None, "is required")
+            return default
+        value = self.data[name]
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise self.fail(name, value, f"must be a {_type_word(kind)}")
+        return value
+
+    def strings(self, name: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
+        values = self.get(name, list, list(default))
+        for item in values:
+            if not isinstance(item, str):
+                raise self.fail(name, values, "must be a list of strings")
+        return tuple(values)
+
+    def string_map(self, name: str) -> dict[str, str]:
+        values = self.get(name, dict, {})
+        for key, item in values.items():
+            if not isinstance(item, str):
+                raise self.fail(f"{name}.{key}", item, "must be a string")
+        return dict(values)
+
+    def table(self, name: str) -> Table:
+        return Table(self.source, self.key(name), self.get(name, dict, {}))
+
+    def tables(self, name: str) -> list[Table]:
+        items = self.get(name, list, [])
+        out = []
+        for index, item in enumerate(items):
+            if not isinstance(item, dict):
+                raise self.fail(name, item, "must be an array of tables ([[...]])")
+            out.append(Table(self.source, f"{self.key(name)}[{index}]", item))
+        return out
+
+    def duration(self, name: str, default: float) -> float:
+        raw = self.get(name, (str, int, float), default)  # type: ignore[arg-type]
+        return parse_duration(raw, lambda why: self.fail(name, raw, why))
+
+    def size(self, name: str, default: int) -> int:
+        raw = self.get(name, (str, int), default)  # type: ignore[arg-type]
+        return parse_size(raw, lambda why: self.fail(name, raw, why))
+
+    def done(self) -> None:
+        unknown = sorted(set(self.data) - self._seen)
+        if unknown:
+            name = unknown[0]
+            raise self.fail(name, self.data[name], "unknown key (misspelt?)")
+
+
+def _type_word(kind: object) -> str:
+    names = {str: "string", int: "whole number", bool: "boolean (true/false)"}
+    names |= {list: "list", dict: "table"}
+    if isinstance(kind, tuple):
+        return " or ".join(names.get(k, str(k)) for k in kind)
+    return names.get(kind, str(kind))  # type: ignore[call-overload]
+
+
+def parse_duration(raw: object, fail: Callable[[str], Exception]) -> float:
+    """Seconds from `10`, `2.5`, `"250ms"`, `"10s"`, `"5m"`, `"6h"` or `"1d"`."""
+    if isinstance(raw, int | float) and not isinstance(raw, bool):
+        seconds = float(raw)
+    else:
+        match = DURATION.fullmatch(str(raw).strip())
+        if match is None:
+            raise fail('must be a duration such as 10, "250ms", "10s", "5m" or "6h"')
+        seconds = float(match[1]) * _DURATION_UNITS[match[2] or "s"]
+    if seconds < 0:
+        raise fail("must not be negative")
+    return seconds
+
+
+def parse_size(raw: object, fail: Callable[[str], Exception]) -> int:
+    """Bytes from `65536`, `"64KiB"`, `"5MiB"` or `"1MB"`."""
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        return raw if raw >= 0 else _raise(fail("must not be negative"))
+    match = SIZE.fullmatch(str(raw).strip())
+    if match is None:
+        raise fail('must be a size such as 65536, "64KiB" or "5MiB"')
+    return int(match[1]) * _SIZE_UNITS[match[2] or "B"]
+
+
+def _raise(exc: Exception) -> int:
+    raise exc
+
+
+# --- one file ----------------------------------------------------------------
+
+
+def load_rule(source: Path) -> Rule:
+    """Parse and validate one rule file."""
+    try:
+        data = tomllib.loads(source.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise RuleError(source, "(file)", None, f"not valid TOML: {exc}") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RuleError(source, "(file)", None, f"cannot be read: {exc}") from exc
+    return _rule(Table(source, "", data))
+
+
+def _rule(top: Table) -> Rule:
+    vendor = top.get("vendor", str)
+    if VENDOR_ID.fullmatch(vendor) is None:
+        raise top.fail("vendor", vendor, "must be lower-case letters, digits, - or _")
+    name = top.get("name", str, vendor)
+    mount = top.get("mount", str)
+    if MOUNT.fullmatch(mount) is None or mount in RESERVED_MOUNTS:
+        raise top.fail("mount", mount, 'must be one path segment such as "/ga"')
+
+    hosts = _hosts(top)
+    scripts = tuple(_script(t, hosts) for t in top.tables("scripts"))
+    relays = tuple(_relay(t, hosts) for t in top.tables("relays"))
+    if not scripts and not relays:
+        raise top.fail("scripts", [], "a rule needs at least one script or relay")
+    rewrites = tuple(_rewrite(t) for t in top.tables("rewrites"))
+    request = _request(top.table("request"))
+    response = _response(top.table("response"), request)
+    top.done()
+
+    by_host: dict[str, list[Route]] = {}
+    for route in (*scripts, *relays):
+        by_host.setdefault(route.host.host, []).append(route)
+    return Rule(
+        vendor=vendor,
+        name=name,
+        source=top.source,
+        mount=mount,
+        hosts=hosts,
+        scripts=scripts,
+        relays=relays,
+        rewrites=rewrites,
+        request=request,
+        response=response,
+        routes_by_host={h: tuple(r) for h, r in by_host.items()},
+    )
+
+
+def _hosts(top: Table) -> tuple[UpstreamHost, ...]:
+    entries = top.tables("hosts")
+    if not entries:
+        raise top.fail("hosts", [], "a rule needs at least one [[hosts]] entry")
+    hosts: list[UpstreamHost] = []
+    for table in entries:
+        host = _host(table)
+        if host.host in (h.host for h in hosts):
+            raise table.fail("host", host.host, "listed twice in this rule")
+        clash = [h for h in hosts if h.prefix == host.prefix and h.is_pattern]
+        if clash or (host.is_pattern and host.prefix in (h.prefix for h in hosts)):
+            other = (clash or [h for h in hosts if h.prefix == host.prefix])[0]
+            raise table.fail("path", host.prefix, f"already used by host {other.host}")
+        hosts.append(host)
+    return tuple(hosts)
+
+
+def _host(table: Table) -> UpstreamHost:
+    host = table.get("host", str).lower()
+    if not _valid_host(host):
+        raise table.fail("host", host, 'must be a DNS name or "*.suffix" pattern')
+    prefix = table.get("path", str, "")
+    if prefix == "/":
+        prefix = ""
+    if HOST_PATH.fullmatch(prefix) is None:
+        raise table.fail("path", prefix, 'must be "" or like "/ga" (no trailing /)')
+
+    label = None
+    raw_label = table.get("label", str, "")
+    if raw_label:
+        if not host.startswith("*."):
+            raise table.fail("label", raw_label, 'only for "*." host patterns')
+        label = _compile(table, "label", raw_label, re.IGNORECASE)
+    if host.startswith("*.") and not prefix:
+        raise table.fail("path", prefix, "a pattern host needs its own path")
+    scheme = table.get("scheme", str, "https")
+    if scheme not in ("https", "http"):
+        raise table.fail("scheme", scheme, 'must be "https" or "http"')
+    bare = table.get("bare", bool, False)
+    table.done()
+    return UpstreamHost(host, prefix, label, bare, scheme)
+
+
+def _valid_host(host: str) -> bool:
+    labels = host.split(".")
+    if labels[0] == "*":
+        labels = labels[1:]
+    if len(labels) < 2 or labels[-1].isdigit():
+        return False  # IP literals and single labels are never vendor hosts
+    return all(DNS_LABEL.fullmatch(label) for label in labels)
+
+
+def _compile(table: Table, key: str, raw: str, flags: int = 0) -> re.Pattern[str]:
+    try:
+        return re.compile(raw, flags)
+    except re.error as exc:
+        raise table.fail(key, raw, f"not a valid regular expression: {exc}") from exc
+
+
+def _route_host(table: Table, hosts: tuple[UpstreamHost, ...]) -> UpstreamHost:
+    name = table.get("host", str).lower()
+    for host in hosts:
+        if host.host == name:
+            return host
+    known = ", ".join(h.host for h in hosts)
+    raise table.fail("host", name, f"not one of this rule's [[hosts]] ({known})")
+
+
+def _paths(table: Table) -> PathMatcher:
+    paths = table.strings("paths")
+    if not paths:
+        raise table.fail("paths", [], "must list at least one upstream path")
+    for path in paths:
+        if not path.startswith("/") or "?" in path or "#" in path:
+            raise table.fail("paths", path, 'must start with "/" and hold no query')
+    return PathMatcher.of(paths)
+
+
+def _timeouts(table: Table, connect: float, total: float) -> Timeouts:
+    timeouts = Timeouts(
+        connect=table.duration("connect_timeout", connect),
+        total=table.duration("timeout", total),
+    )
+    if timeouts.total <= 0 or timeouts.connect <= 0:
+        raise table.fail("timeout", timeouts.total, "must be more than zero")
+    return timeouts
+
+
+def _script(table: Table, hosts: tuple[UpstreamHost, ...]) -> ScriptRoute:
+    host = _route_host(table, hosts)
+    paths = _paths(table)
+    raw_cache = table.get("cache", str, "shared")
+    try:
+        cache = CacheMode(raw_cache)
+    except ValueError:
+        allowed = ", ".join(m.value for m in CacheMode)
+        raise table.fail("cache", raw_cache, f"must be one of {allowed}") from None
+    route = ScriptRoute(
+        host=host,
+        paths=paths,
+        cache=cache,
+        ttl=table.duration("ttl", 3600),
+        query=frozenset(table.strings("query")),
+        cache_control=table.get("cache_control", str, "") or None,
+        timeouts=_timeouts(table, connect=5, total=15),
+    )
+    table.done()
+    return route
+
+
+def _relay(table: Table, hosts: tuple[UpstreamHost, ...]) -> RelayRoute:
+    host = _route_host(table, hosts)
+    paths = _paths(table)
+    methods = frozenset(m.upper() for m in table.strings("methods", ("GET", "POST")))
+    unknown = methods - policy.RELAY_METHODS
+    if unknown:
+        allowed = ", ".join(sorted(policy.RELAY_METHODS))
+        raise table.fail("methods", sorted(unknown), f"allowed methods: {allowed}")
+    if "GET" in methods:
+        methods |= {"HEAD"}
+    route = RelayRoute(
+        host=host,
+        paths=paths,
+        methods=methods | {"OPTIONS"},
+        max_body=table.size("max_body", 64 * 1024),
+        timeouts=_timeouts(table, connect=5, total=10),
+    )
+    table.done()
+    return route
+
+
+def _rewrite(table: Table) -> ExtraRewrite:
+    name = table.get("name", str)
+    literal = table.get("find", str, "")
+    pattern = table.get("pattern", str, "")
+    if bool(literal) == bool(pattern):
+        raise table.fail("find", literal or None, 'give exactly one of "find" or "pattern"')
+    if literal:
+        # A literal names a whole string's content, so "/api/event" never
+        # matches inside a URL that host rewriting has already made ours.
+        quoted = re.escape(literal.encode())
+        find = re.compile(rb"(?<=[\"'`])" + quoted + rb"(?=[\"'`])")
+    else:
+        find = re.compile(_compile(table, "pattern", pattern).pattern.encode())
+    replace = table.get("replace", str)
+    try:
+        replace.format(mount_url="", mount_path="", public_url="")
+    except (KeyError, IndexError, ValueError) as exc:
+        why = "placeholders are {mount_url}, {mount_path} and {public_url}"
+        raise table.fail("replace", replace, f"{why} ({exc})") from None
+    table.done()
+    return ExtraRewrite(name, find, replace)
+
+
+def _header_names(table: Table, key: str) -> tuple[str, ...]:
+    names = tuple(n.lower() for n in table.strings(key))
+    for name in names:
+        if HEADER_NAME.fullmatch(name.rstrip("*")) is None:
+            raise table.fail(key, name, "not a valid header name")
+    return names
+
+
+def _request(table: Table) -> RequestPolicy:
+    extra = _header_names(table, "headers")
+    dropped = set(_header_names(table, "drop_headers"))
+    for name in extra:
+        why = policy.never_forwarded(name.rstrip("*"))
+        if why:
+            raise table.fail("headers", name, why)
+    allowed = [n for n in (*policy.DEFAULT_REQUEST_HEADERS, *extra) if n not in dropped]
+    set_headers = table.string_map("set_headers")
+    for name in set_headers:
+        why = policy.never_forwarded(name.lower())
+        if why:
+            raise table.fail(f"set_headers.{name}", set_headers[name], why)
+
+    result = RequestPolicy(
+        headers=frozenset(n for n in allowed if not n.endswith("*")),
+        header_prefixes=tuple(n[:-1] for n in allowed if n.endswith("*")),
+        set_headers=tuple(set_headers.items()),
+        cookies=_cookie_names(table, "cookies"),
+        drop_query=frozenset(table.strings("drop_query")),
+        set_query=tuple(table.string_map("set_query").items()),
+        rename_query=table.string_map("rename_query"),
+        client_ip=_client_ip(table),
+    )
+    table.done()
+    return result
+
+
+def _cookie_names(table: Table, key: str, default: Iterable[str] = ()) -> NameMatcher:
+    names = table.strings(key, tuple(default))
+    for name in names:
+        if COOKIE_PATTERN.fullmatch(name) is None:
+            raise table.fail(key, name, "not a cookie name (wildcard: *)")
+    return NameMatcher.of(names)
+
+
+def _client_ip(table: Table) -> tuple[IpPassing, ...]:
+    default = [{"header": "X-Forwarded-For"}]
+    items = table.get("client_ip", list, default)
+    out = []
+    for item in items:
+        if not isinstance(item, dict) or len(item) != 1:
+            raise table.fail("client_ip", item, 'each entry is like { header = "X" }')
+        (via_name, name), = item.items()
+        try:
+            via = IpVia(via_name)
+        except ValueError:
+            allowed = ", ".join(v.value for v in IpVia)
+            raise table.fail("client_ip", item, f"ways are: {allowed}") from None
+        if not isinstance(name, str) or not name:
+            raise table.fail("client_ip", item, "needs a non-empty name")
+        out.append(IpPassing(via, name))
+    return tuple(out)
+
+
+def _response(table: Table, request: RequestPolicy) -> ResponsePolicy:
+    result = ResponsePolicy(
+        drop_headers=frozenset(_header_names(table, "drop_headers")),
+        set_headers=tuple(table.string_map("set_headers").items()),
+        cookies=_cookie_names(table, "cookies", request.cookies.patterns),
+    )
+    table.done()
+    return result
+
+
+# --- a directory -------------------------------------------------------------
+
+
+def rule_files(paths: Iterable[Path]) -> list[Path]:
+    """The .toml files named, or found directly in the directories named."""
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files.extend(sorted(path.glob("*.toml")))
+        elif path.exists():
+            files.append(path)
+        else:
+            raise RuleError(path, "(file)", None, "does not exist")
+    return files
+
+
+def load_rules(paths: Iterable[Path]) -> RuleSet:
+    """Load every rule file named (or in the directories named) into a RuleSet."""
+    files = rule_files(paths)
+    if not files:
+        raise ConfigError(f"no rule files (*.toml) in {', '.join(map(str, paths))}")
+    return build_rule_set([load_rule(f) for f in files])
+
+
+def build_rule_set(rules: list[Rule]) -> RuleSet:
+    """Join rules, refusing clashing vendors, mounts and hosts across files."""
+    by_mount: dict[str, Rule] = {}
+    by_vendor: dict[str, Rule] = {}
+    host_owner: dict[str, Rule] = {}
+    for rule in rules:
+        if rule.vendor in by_vendor:
+            other = by_vendor[rule.vendor].source
+            raise RuleError(rule.source, "vendor", rule.vendor, f"also in {other}")
+        if rule.mount in by_mount:
+            other = by_mount[rule.mount].source
+            raise RuleError(rule.source, "mount", rule.mount, f"also used by {other}")
+        for host in rule.hosts:
+            if host.host in host_owner:
+                other = host_owner[host.host].source
+                raise RuleError(rule.source, "hosts.host", host.host, f"also in {other}")
+            host_owner[host.host] = rule
+        by_mount[rule.mount] = rule
+        by_vendor[rule.vendor] = rule
+    return RuleSet(tuple(rules), by_mount, by_vendor)

@@ -1,0 +1,234 @@
+"""The rule model: what one vendor rule file means, as frozen objects.
+
+The loader builds these once per load; request code only reads them, so a
+rule can never fail a request halfway through being understood.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+DNS_LABEL: Final = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+
+
+class CacheMode(enum.StrEnum):
+    """How a rewritten script may be shared between visitors."""
+
+    SHARED = "shared"  # one copy for everyone
+    GEO = "geo"  # one copy per visitor country and region (from a trusted header)
+    NONE = "none"  # fetched and rewritten per request: the body is per visitor
+
+
+class IpVia(enum.StrEnum):
+    """Where the visitor's address is put on the upstream request."""
+
+    HEADER = "header"
+    QUERY = "query"
+    JSON_BODY = "json_body"
+
+
+@dataclass(frozen=True, slots=True)
+class IpPassing:
+    via: IpVia
+    name: str  # header name, query parameter, or dotted JSON member path
+
+
+@dataclass(frozen=True, slots=True)
+class NameMatcher:
+    """Case-sensitive names with `*` wildcards, e.g. cookie names `_ga_*`."""
+
+    patterns: tuple[str, ...] = ()
+    exact: frozenset[str] = frozenset()
+    regex: re.Pattern[str] | None = None
+
+    @classmethod
+    def of(cls, patterns: tuple[str, ...]) -> NameMatcher:
+        exact = frozenset(p for p in patterns if "*" not in p)
+        wild = [p for p in patterns if "*" in p]
+        regex = None
+        if wild:
+            parts = (re.escape(p).replace(r"\*", ".*") for p in wild)
+            regex = re.compile("|".join(f"(?:{part})" for part in parts))
+        return cls(patterns, exact, regex)
+
+    def __call__(self, name: str) -> bool:
+        if name in self.exact:
+            return True
+        return self.regex is not None and self.regex.fullmatch(name) is not None
+
+    def __bool__(self) -> bool:
+        return bool(self.patterns)
+
+
+@dataclass(frozen=True, slots=True)
+class PathMatcher:
+    """Upstream paths a route covers: exact paths, `*` within a segment, `**` across."""
+
+    patterns: tuple[str, ...]
+    exact: frozenset[str]
+    regex: re.Pattern[str] | None
+
+    @classmethod
+    def of(cls, patterns: tuple[str, ...]) -> PathMatcher:
+        exact = frozenset(p for p in patterns if "*" not in p)
+        wild = [_glob_to_regex(p) for p in patterns if "*" in p]
+        regex = re.compile("|".join(wild)) if wild else None
+        return cls(patterns, exact, regex)
+
+    def __call__(self, path: str) -> bool:
+        if path in self.exact:
+            return True
+        return self.regex is not None and self.regex.fullmatch(path) is not None
+
+
+def _glob_to_regex(pattern: str) -> str:
+    out = re.escape(pattern).replace(r"\*\*", "\0").replace(r"\*", "[^/]*")
+    return "(?:" + out.replace("\0", ".*") + ")"
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    connect: float
+    total: float
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamHost:
+    """One vendor host (or `*.suffix` pattern) and its first-party path."""
+
+    host: str  # "www.google-analytics.com" or "*.google-analytics.com"
+    prefix: str  # under the mount: "" or "/ga"; a pattern host adds the label
+    label: re.Pattern[str] | None = None  # what the `*` label may be
+    bare: bool = False  # rewrite bare-host pieces of this host too
+    scheme: str = "https"
+
+    @property
+    def is_pattern(self) -> bool:
+        return self.host.startswith("*.")
+
+    @property
+    def suffix(self) -> str:
+        return self.host[1:] if self.is_pattern else self.host
+
+    def label_of(self, host: str) -> str | None:
+        """The `*` label if `host` belongs to this pattern, else None."""
+        if not self.is_pattern or not host.endswith(self.suffix):
+            return None
+        label = host[: -len(self.suffix)]
+        if DNS_LABEL.fullmatch(label) is None:
+            return None
+        if self.label is not None and self.label.fullmatch(label) is None:
+            return None
+        return label
+
+    def concrete(self, label: str | None) -> str:
+        return f"{label}{self.suffix}" if label is not None else self.host
+
+    def path_for(self, label: str | None) -> str:
+        return f"{self.prefix}/{label}" if label is not None else self.prefix
+
+
+@dataclass(frozen=True, slots=True)
+class ScriptRoute:
+    """Upstream paths fetched, rewritten, cached and served."""
+
+    host: UpstreamHost
+    paths: PathMatcher
+    cache: CacheMode
+    ttl: float
+    query: frozenset[str]  # parameters that reach upstream and the cache key
+    cache_control: str | None  # for browsers; None: upstream's, else no-cache
+    timeouts: Timeouts
+    kind: str = "script"
+
+
+@dataclass(frozen=True, slots=True)
+class RelayRoute:
+    """Upstream paths relayed as they are, under the rule's policies."""
+
+    host: UpstreamHost
+    paths: PathMatcher
+    methods: frozenset[str]
+    max_body: int
+    timeouts: Timeouts
+    kind: str = "relay"
+
+
+Route = ScriptRoute | RelayRoute
+
+
+@dataclass(frozen=True, slots=True)
+class ExtraRewrite:
+    """A vendor quirk: a literal or pattern replaced in this vendor's scripts."""
+
+    name: str
+    find: re.Pattern[bytes]
+    replace: str  # may hold {mount_url}, {mount_path}, {public_url}
+
+
+@dataclass(frozen=True, slots=True)
+class RequestPolicy:
+    headers: frozenset[str]  # lower-case names that pass
+    header_prefixes: tuple[str, ...]  # lower-case prefixes that pass
+    set_headers: tuple[tuple[str, str], ...]
+    cookies: NameMatcher
+    drop_query: frozenset[str]
+    set_query: tuple[tuple[str, str], ...]
+    rename_query: Mapping[str, str]
+    client_ip: tuple[IpPassing, ...]
+
+    def passes_header(self, lower_name: str) -> bool:
+        if lower_name in self.headers:
+            return True
+        return lower_name.startswith(self.header_prefixes)
+
+
+@dataclass(frozen=True, slots=True)
+class ResponsePolicy:
+    drop_headers: frozenset[str]
+    set_headers: tuple[tuple[str, str], ...]
+    cookies: NameMatcher  # Set-Cookie names that pass
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    vendor: str
+    name: str
+    source: Path
+    mount: str  # "/pa": one path segment
+    hosts: tuple[UpstreamHost, ...]
+    scripts: tuple[ScriptRoute, ...]
+    relays: tuple[RelayRoute, ...]
+    rewrites: tuple[ExtraRewrite, ...]
+    request: RequestPolicy
+    response: ResponsePolicy
+    routes_by_host: Mapping[str, tuple[Route, ...]] = field(default_factory=dict)
+
+    def routes_for(self, host: UpstreamHost) -> tuple[Route, ...]:
+        return self.routes_by_host.get(host.host, ())
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSet:
+    rules: tuple[Rule, ...]
+    by_mount: Mapping[str, Rule]
+    by_vendor: Mapping[str, Rule]
+
+    def owner_of(self, host: str) -> tuple[Rule, UpstreamHost, str | None] | None:
+        """The rule and host entry that own a concrete upstream host name."""
+        host = host.lower()
+        for rule in self.rules:
+            for entry in rule.hosts:
+                if entry.host == host:
+                    return rule, entry, None
+        for rule in self.rules:
+            for entry in rule.hosts:
+                label = entry.label_of(host)
+                if label is not None:
+                    return rule, entry, label
+        return None

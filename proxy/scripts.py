@@ -1,0 +1,429 @@
+"""Script routes: fetch a vendor script, rewrite it to first-party, cache, serve.
+
+A cache entry holds the rewritten body once per encoding (identity, gzip,
+brotli), compressed once at fill time, so a cache hit costs a dict look-up and
+a write. One fill per key runs at a time; concurrent requests wait for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import hashlib
+import logging
+import time
+import zlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Final
+
+import brotli
+from aiohttp import web
+from cachetools import LRUCache
+from multidict import CIMultiDict
+from yarl import URL
+
+from . import headers as h
+from .errors import UpstreamError
+from .rewrite import BodyKind, ExtraRewrite, HostTarget, Rewriter, kind_for_content_type
+from .routing import Router, Target, mount_path, mount_url
+from .rules import CacheMode, Rule, RuleSet, ScriptRoute
+from .upstream import Upstream
+
+log = logging.getLogger(__name__)
+
+MAX_SCRIPT_BYTES: Final = 16 * 1024 * 1024
+_COMPRESSIBLE_MIN: Final = 256
+_ENCODED_SUFFIX: Final = {"gzip": "-gz", "br": "-br", "identity": ""}
+
+CacheKey = tuple[str, str, str]  # public URL, upstream URL, variant (geo)
+
+
+@dataclass(frozen=True, slots=True)
+class Script:
+    """A served script body in every encoding, with what the browser is told."""
+
+    status: int
+    identity: bytes
+    gzip: bytes | None
+    br: bytes | None
+    etag: str  # unquoted hash of the identity body
+    content_type: str
+    cache_control: str
+    vary: str
+    expires: float
+    rewrites: int
+    kept_original: bool
+
+    @property
+    def size(self) -> int:
+        return len(self.identity) + len(self.gzip or b"") + len(self.br or b"")
+
+    def etag_for(self, encoding: str) -> str:
+        return f'"{self.etag}{_ENCODED_SUFFIX[encoding]}"'
+
+    def body_for(self, encoding: str) -> bytes:
+        if encoding == "br" and self.br is not None:
+            return self.br
+        if encoding == "gzip" and self.gzip is not None:
+            return self.gzip
+        return self.identity
+
+
+class ScriptCache:
+    """An LRU of scripts bounded by bytes, with one fill in flight per key."""
+
+    def __init__(self, max_bytes: int = 256 * 1024 * 1024) -> None:
+        self._entries: LRUCache[CacheKey, Script] = LRUCache(
+            maxsize=max_bytes, getsizeof=lambda s: s.size
+        )
+        self._fills: dict[CacheKey, asyncio.Future[Script]] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    async def get(
+        self, key: CacheKey, fill: Callable[[], Awaitable[Script]]
+    ) -> tuple[Script, str]:
+        """The entry for `key` and how it was had: hit, miss or wait."""
+        entry = self._entries.get(key)
+        if entry is not None and entry.expires > time.monotonic():
+            return entry, "hit"
+        pending = self._fills.get(key)
+        if pending is not None:
+            return await asyncio.shield(pending), "wait"
+        return await self._fill(key, fill), "miss"
+
+    async def _fill(
+        self, key: CacheKey, fill: Callable[[], Awaitable[Script]]
+    ) -> Script:
+        future: asyncio.Future[Script] = asyncio.get_running_loop().create_future()
+        # Waiters read the outcome; when nobody waits, reading it here keeps
+        # asyncio from reporting an exception as never retrieved.
+        future.add_done_callback(lambda f: f.cancelled() or f.exception())
+        self._fills[key] = future
+        try:
+            entry = await fill()
+        except BaseException as exc:
+            future.set_exception(exc)
+            raise
+        finally:
+            del self._fills[key]
+        if entry.status == 200 and entry.size <= self._entries.maxsize:
+            self._entries[key] = entry
+        future.set_result(entry)
+        return entry
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+class Rewriters:
+    """One compiled Rewriter per (public URL, vendor), built on first use."""
+
+    def __init__(self, rules: RuleSet, limit: int = 64) -> None:
+        self.rules = rules
+        self._built: LRUCache[tuple[str, str], Rewriter] = LRUCache(maxsize=limit)
+
+    def get(self, public_url: URL, vendor: Rule) -> Rewriter:
+        key = (str(public_url), vendor.vendor)
+        rewriter = self._built.get(key)
+        if rewriter is None:
+            rewriter = build_rewriter(self.rules, public_url, vendor)
+            self._built[key] = rewriter
+        return rewriter
+
+
+def build_rewriter(rules: RuleSet, public_url: URL, vendor: Rule) -> Rewriter:
+    """Every host of every loaded rule, plus this vendor's own quirks.
+
+    Rewriting all loaded vendors' hosts in every script is what keeps a tag
+    manager container that embeds other vendors' loaders first-party.
+    """
+    targets = []
+    for rule in rules.rules:
+        base = mount_url(public_url, rule)
+        for host in rule.hosts:
+            label = "/{label}" if host.is_pattern else ""
+            targets.append(
+                HostTarget(
+                    host=host.host,
+                    base_url=base + host.prefix + label,
+                    label=host.label.pattern if host.label else None,
+                    bare=host.bare,
+                )
+            )
+    places = {
+        "mount_url": mount_url(public_url, vendor),
+        "mount_path": mount_path(public_url, vendor),
+        "public_url": str(public_url).rstrip("/"),
+    }
+    extras = [
+        ExtraRewrite(
+            name=f"{vendor.vendor}:{extra.name}",
+            find=extra.find,
+            replace=extra.replace.format(**places).encode(),
+        )
+        for extra in vendor.rewrites
+    ]
+    return Rewriter(targets, extras)
+
+
+# --- fetching and building an entry ------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ScriptRequest:
+    """What a fill needs from the visitor's request."""
+
+    target: Target
+    public_url: URL
+    user_agent: str | None
+    accept_language: str | None
+    visitor_ip: str | None  # only when the body may depend on it
+
+
+def kept_query(raw_query: str, keep: frozenset[str]) -> str:
+    """The raw query with only the parameters the rule keeps, in their order."""
+    if not raw_query:
+        return ""
+    pieces = [p for p in raw_query.split("&") if _param_name(p) in keep]
+    return "&".join(pieces)
+
+
+def _param_name(piece: str) -> str:
+    from urllib.parse import unquote_plus
+
+    return unquote_plus(piece.partition("=")[0])
+
+
+async def fetch_script(
+    upstream: Upstream, rewriters: Rewriters, request: ScriptRequest
+) -> Script:
+    target = request.target
+    route = target.route
+    assert isinstance(route, ScriptRoute)
+    query = kept_query(target.query, route.query)
+    path_query = target.path + (f"?{query}" if query else "")
+    prepared = upstream.prepare(target.host.scheme, target.upstream_host, path_query)
+
+    headers = CIMultiDict({h.ACCEPT_ENCODING: "gzip, br", "Accept": "*/*"})
+    if request.user_agent is not None:
+        headers[h.USER_AGENT] = request.user_agent
+    if request.accept_language is not None:
+        headers["Accept-Language"] = request.accept_language
+    if request.visitor_ip is not None:
+        headers[h.X_FORWARDED_FOR] = request.visitor_ip
+
+    response = await upstream.request("GET", prepared, headers, None, route.timeouts)
+    async with response:
+        if response.status >= 500:
+            raise UpstreamError(f"upstream {target.upstream_host} answered {response.status}")
+        if response.status in (301, 302, 303, 307, 308):
+            raise UpstreamError(
+                f"upstream {target.upstream_host} redirected a script; not followed"
+            )
+        raw = await _read_capped(response.content, target.upstream_host)
+        encoding = response.headers.get(h.CONTENT_ENCODING, "identity")
+        upstream_headers = response.headers.copy()
+        status = response.status
+
+    body = decode_body(raw, encoding, target.upstream_host)
+    content_type = upstream_headers.get(h.CONTENT_TYPE, _guess_type(target.path))
+    rewritten, count, kept = body, 0, False
+    if status == 200:
+        kind = kind_for_content_type(content_type)
+        rewriter = rewriters.get(request.public_url, target.rule)
+        if kind is not None:
+            rewritten, count, kept = await asyncio.to_thread(
+                _rewrite, rewriter, body, kind, target
+            )
+    return await asyncio.to_thread(
+        make_script, status, rewritten, content_type, route, upstream_headers, count, kept
+    )
+
+
+def _rewrite(
+    rewriter: Rewriter, body: bytes, kind: BodyKind, target: Target
+) -> tuple[bytes, int, bool]:
+    result = rewriter.rewrite(body, kind)
+    if result.kept_original:
+        # The vendor changed its script in a way our rewrite would break;
+        # serving it unrewritten keeps the tag alive (third-party) meanwhile.
+        log.warning(
+            "rewrite of %s%s kept the original: %s",
+            target.upstream_host,
+            target.path,
+            result.reason,
+        )
+    return result.body, sum(result.replacements.values()), result.kept_original
+
+
+async def _read_capped(content: object, host: str) -> bytes:
+    from aiohttp import StreamReader
+
+    assert isinstance(content, StreamReader)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in content.iter_chunked(256 * 1024):
+        size += len(chunk)
+        if size > MAX_SCRIPT_BYTES:
+            raise UpstreamError(f"script from {host} is larger than we serve")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def decode_body(raw: bytes, encoding: str, host: str) -> bytes:
+    """The identity bytes of an upstream body, whatever encoding it came in."""
+    encoding = encoding.strip().lower()
+    try:
+        if encoding in ("", "identity"):
+            return raw
+        if encoding in ("gzip", "x-gzip"):
+            return gzip.decompress(raw)
+        if encoding == "br":
+            return bytes(brotli.decompress(raw))
+        if encoding == "deflate":
+            try:
+                return zlib.decompress(raw)
+            except zlib.error:
+                return zlib.decompress(raw, -zlib.MAX_WBITS)  # raw deflate
+    except (OSError, EOFError, zlib.error, brotli.error) as exc:
+        raise UpstreamError(f"script from {host} is not valid {encoding}") from exc
+    raise UpstreamError(f"script from {host} uses unsupported encoding {encoding}")
+
+
+def _guess_type(path: str) -> str:
+    if path.endswith(".json"):
+        return "application/json"
+    if path.endswith(".html"):
+        return "text/html; charset=utf-8"
+    return "application/javascript; charset=utf-8"
+
+
+def make_script(
+    status: int,
+    body: bytes,
+    content_type: str,
+    route: ScriptRoute,
+    upstream_headers: CIMultiDict[str],
+    rewrites: int,
+    kept_original: bool,
+) -> Script:
+    compress = status == 200 and len(body) >= _COMPRESSIBLE_MIN
+    vary = _merge_vary(upstream_headers.get(h.VARY, ""), "Accept-Encoding")
+    cache_control = (
+        route.cache_control or upstream_headers.get(h.CACHE_CONTROL) or "no-cache"
+    )
+    if status != 200:
+        cache_control = "no-store"
+    return Script(
+        status=status,
+        identity=body,
+        gzip=gzip.compress(body, 6, mtime=0) if compress else None,
+        br=bytes(brotli.compress(body, quality=9)) if compress else None,
+        etag=hashlib.blake2b(body, digest_size=12).hexdigest(),
+        content_type=content_type,
+        cache_control=cache_control,
+        vary=vary,
+        expires=time.monotonic() + route.ttl,
+        rewrites=rewrites,
+        kept_original=kept_original,
+    )
+
+
+def _merge_vary(upstream: str, ours: str) -> str:
+    names = [v.strip() for v in upstream.split(",") if v.strip()]
+    if ours.lower() not in (n.lower() for n in names):
+        names.append(ours)
+    return ", ".join(names)
+
+
+# --- serving -----------------------------------------------------------------
+
+
+def choose_encoding(accept_encoding: str, script: Script) -> str:
+    """br, then gzip, then identity, honouring q=0 refusals."""
+    accepted: dict[str, float] = {}
+    for item in accept_encoding.split(","):
+        name, _, params = item.strip().partition(";")
+        q = 1.0
+        for param in params.split(";"):
+            key, _, value = param.strip().partition("=")
+            if key == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        accepted[name.strip().lower()] = q
+    star = accepted.get("*", 0.0)
+    for encoding in ("br", "gzip"):
+        if script.body_for(encoding) is script.identity:
+            continue
+        if accepted.get(encoding, star) > 0:
+            return encoding
+    return "identity"
+
+
+def respond(request: web.Request, script: Script) -> web.Response:
+    encoding = choose_encoding(request.headers.get(h.ACCEPT_ENCODING, ""), script)
+    headers = CIMultiDict(
+        {
+            h.CONTENT_TYPE: script.content_type,
+            h.CACHE_CONTROL: script.cache_control,
+            h.VARY: script.vary,
+        }
+    )
+    if script.status != 200:
+        return web.Response(status=script.status, body=script.identity, headers=headers)
+
+    etag = script.etag_for(encoding)
+    headers[h.ETAG] = etag
+    if _matches(request.headers.get(h.IF_NONE_MATCH), script):
+        return web.Response(status=304, headers=headers)
+    if encoding != "identity":
+        headers[h.CONTENT_ENCODING] = encoding
+    return web.Response(body=script.body_for(encoding), headers=headers)
+
+
+def _matches(if_none_match: str | None, script: Script) -> bool:
+    if not if_none_match:
+        return False
+    if if_none_match.strip() == "*":
+        return True
+    tags = {t.strip().removeprefix("W/") for t in if_none_match.split(",")}
+    return any(script.etag_for(e) in tags for e in _ENCODED_SUFFIX)
+
+
+class ScriptService:
+    """Serve script routes from the cache, filling it from upstream."""
+
+    def __init__(self, upstream: Upstream, router: Router) -> None:
+        self.upstream = upstream
+        self.cache = ScriptCache()
+        self.rewriters = Rewriters(router.rules)
+
+    async def serve(
+        self, request: web.Request, target: Target, public_url: URL, visitor: str,
+        geo: str | None,
+    ) -> tuple[web.Response, str]:
+        route = target.route
+        assert isinstance(route, ScriptRoute)
+        per_visitor = route.cache is CacheMode.NONE
+        by_geo = route.cache is CacheMode.GEO and geo is not None
+        script_request = ScriptRequest(
+            target=target,
+            public_url=public_url,
+            user_agent=request.headers.get(h.USER_AGENT),
+            accept_language=request.headers.get("Accept-Language"),
+            visitor_ip=visitor if (per_visitor or by_geo) else None,
+        )
+        fill = lambda: fetch_script(self.upstream, self.rewriters, script_request)  # noqa: E731
+        if per_visitor:
+            return respond(request, await fill()), "bypass"
+
+        query = kept_query(target.query, route.query)
+        variant = geo if by_geo and geo is not None else ""
+        key = (str(public_url), f"{target.upstream_url.partition('?')[0]}?{query}", variant)
+        script, how = await self.cache.get(key, fill)
+        return respond(request, script), how

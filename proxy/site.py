@@ -1,0 +1,92 @@
+"""The site being served: its public URL, cookie domain and allowed origins.
+
+The public URL is where tagproxy is reached from browsers, e.g.
+`https://metrics.shop.example` (CNAME shape) or `https://www.shop.example/m`
+(same-origin path shape). It is part of every rewritten script. When the
+operator does not set it, it is read from the request: Host and scheme, or
+`X-Forwarded-Host`, `X-Forwarded-Proto` and `X-Forwarded-Prefix` when a
+trusted proxy sent them.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from dataclasses import dataclass
+from typing import Final
+
+from aiohttp import web
+from yarl import URL
+
+from . import headers as h
+from .errors import BadRequest, ConfigError
+
+_HOST: Final = re.compile(r"[A-Za-z0-9.-]+(?::\d{1,5})?|\[[0-9A-Fa-f:.]+\](?::\d{1,5})?")
+_PREFIX: Final = re.compile(r"(?:/[A-Za-z0-9._~-]+)*")
+
+
+def parse_public_url(raw: str) -> URL:
+    url = URL(raw.strip())
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ConfigError(f"--public-url {raw!r}: must be an http(s) URL")
+    if url.raw_query_string or url.fragment:
+        raise ConfigError(f"--public-url {raw!r}: takes no query or fragment")
+    if _PREFIX.fullmatch(url.raw_path.rstrip("/")) is None:
+        raise ConfigError(f"--public-url {raw!r}: path may hold only plain segments")
+    return url.with_path(url.raw_path.rstrip("/"), encoded=True)
+
+
+@dataclass(frozen=True, slots=True)
+class OriginMatcher:
+    """Origins allowed to call relays cross-origin: exact, or `https://*.suffix`."""
+
+    patterns: tuple[str, ...] = ()
+
+    def __call__(self, origin: str) -> bool:
+        origin = origin.lower()
+        return any(fnmatch.fnmatchcase(origin, p) for p in self.patterns)
+
+
+@dataclass(frozen=True, slots=True)
+class Site:
+    public_url: URL | None
+    cookie_domain: str | None
+    allowed_origins: OriginMatcher
+
+    def origin_allowed(self, origin: str, public_url: URL) -> bool:
+        """Explicit origins, else the public URL's own origin and the cookie domain."""
+        if self.allowed_origins.patterns:
+            return self.allowed_origins(origin)
+        url = URL(origin)
+        if origin == str(public_url.origin()):
+            return True
+        host = url.host or ""
+        domain = self.cookie_domain
+        if domain is None or url.scheme != public_url.scheme:
+            return False
+        return host == domain or host.endswith("." + domain)
+
+    def public_url_for(self, request: web.Request, trusted_peer: bool) -> URL:
+        if self.public_url is not None:
+            return self.public_url
+        return derive_public_url(request, trusted_peer)
+
+
+def derive_public_url(request: web.Request, trusted_peer: bool) -> URL:
+    """The public URL as the browser sees it, from headers we may believe."""
+    scheme = "https" if request.secure else "http"
+    host = request.headers.get(h.HOST, "")
+    prefix = ""
+    if trusted_peer:
+        scheme = _first(request.headers.get(h.X_FORWARDED_PROTO)) or scheme
+        host = _first(request.headers.get(h.X_FORWARDED_HOST)) or host
+        prefix = _first(request.headers.get(h.X_FORWARDED_PREFIX)).rstrip("/")
+    if scheme not in ("http", "https") or _HOST.fullmatch(host) is None:
+        raise BadRequest("missing or malformed Host header")
+    if _PREFIX.fullmatch(prefix) is None:
+        raise BadRequest("malformed X-Forwarded-Prefix")
+    return URL(f"{scheme}://{host.lower()}{prefix}", encoded=True)
+
+
+def _first(value: str | None) -> str:
+    return (value or "").split(",", 1)[0].strip()

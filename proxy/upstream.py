@@ -1,0 +1,240 @@
+"""The one way out: a shared client that reaches only vendor hosts of loaded rules.
+
+Every upstream request is built from a rule's host, never from anything the
+visitor sent; the resolver refuses vendor names that resolve into loopback,
+private, link-local or metadata ranges (DNS rebinding, a hostile zone), unless
+the operator named that destination in an override. Redirects are never
+followed here: the relay decides what a Location may become.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import ipaddress
+import logging
+import socket
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+from multidict import CIMultiDict
+from yarl import URL
+
+from .errors import ConfigError, UpstreamError, UpstreamTimeout
+from .rules.model import Timeouts
+
+log = logging.getLogger(__name__)
+
+_MIN_TTL: Final = 5.0
+_MAX_TTL: Final = 300.0
+_NEGATIVE_TTL: Final = 5.0
+_DNS_TIMEOUT: Final = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Override:
+    """Send a vendor origin's traffic to another base URL, keeping its Host."""
+
+    scheme: str
+    host_pattern: str  # "www.googletagmanager.com" or "*.google-analytics.com"
+    base: URL
+
+    def matches(self, scheme: str, host: str) -> bool:
+        if scheme != self.scheme:
+            return False
+        if self.host_pattern.startswith("*."):
+            return fnmatch.fnmatchcase(host, self.host_pattern)
+        return host == self.host_pattern
+
+
+def parse_override(spec: str) -> Override:
+    """`ORIGIN=URL`, e.g. `https://*.google-analytics.com=http://127.0.0.1:9000`."""
+    origin, sep, target = spec.partition("=")
+    if not sep:
+        raise ConfigError(f"--upstream-override {spec!r}: expected ORIGIN=URL")
+    scheme, sep, host = origin.strip().partition("://")
+    if not sep or scheme not in ("http", "https") or not host or "/" in host:
+        raise ConfigError(
+            f"--upstream-override {spec!r}: ORIGIN must look like "
+            "https://host or https://*.suffix"
+        )
+    base = URL(target.strip())
+    if base.scheme not in ("http", "https") or not base.host:
+        raise ConfigError(
+            f"--upstream-override {spec!r}: URL must be an http(s) base URL"
+        )
+    if base.raw_query_string or base.fragment:
+        raise ConfigError(f"--upstream-override {spec!r}: URL takes no query")
+    return Override(scheme, host.lower(), base)
+
+
+def is_forbidden_address(address: str) -> bool:
+    """Loopback, private, link-local, metadata and other non-public ranges."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return not ip.is_global or ip.is_multicast
+
+
+class GuardedResolver(AbstractResolver):
+    """Resolve vendor hosts, honouring each answer's TTL, refusing inner ranges.
+
+    aiohttp's own DNS cache keeps every answer for one fixed time; vendors
+    move addresses with short TTLs, so answers live here for their own TTL
+    (bounded), and failed look-ups are retried after a few seconds.
+    """
+
+    def __init__(self, allowed_names: frozenset[str] = frozenset()) -> None:
+        self._allowed = allowed_names
+        self._cache: dict[tuple[str, int], tuple[float, list[ResolveResult]]] = {}
+        self._dns: Any = None
+
+    async def resolve(
+        self, host: str, port: int = 0, family: int = socket.AF_INET
+    ) -> list[ResolveResult]:
+        key = (host, port)
+        cached = self._cache.get(key)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
+
+        answers, ttl = await self._lookup(host, port)
+        if not answers:
+            raise OSError(f"no addresses for {host}")
+        allowed = host in self._allowed
+        safe = [a for a in answers if allowed or not is_forbidden_address(a["host"])]
+        if not safe:
+            # A vendor name that points inward is an attack or a broken zone;
+            # either way we must not connect (SSRF through DNS).
+            raise OSError(f"{host} resolves only to non-public addresses; refused")
+        self._cache[key] = (time.monotonic() + ttl, safe)
+        return safe
+
+    async def _lookup(self, host: str, port: int) -> tuple[list[ResolveResult], float]:
+        try:
+            import aiodns
+        except ImportError:  # pragma: no cover - aiodns is a dependency
+            return await _system_lookup(host, port), _MIN_TTL
+        if self._dns is None:
+            self._dns = aiodns.DNSResolver()
+        results: list[ResolveResult] = []
+        ttls: list[float] = []
+        for qtype, family in (("A", socket.AF_INET), ("AAAA", socket.AF_INET6)):
+            try:
+                records = await asyncio.wait_for(
+                    self._dns.query(host, qtype), _DNS_TIMEOUT
+                )
+            except (aiodns.error.DNSError, TimeoutError):
+                continue
+            for record in records:
+                results.append(_result(host, record.host, port, family))
+                ttls.append(float(record.ttl))
+        if not results:
+            return await _system_lookup(host, port), _NEGATIVE_TTL
+        return results, min(max(min(ttls), _MIN_TTL), _MAX_TTL)
+
+    async def close(self) -> None:
+        if self._dns is not None:
+            self._dns.cancel()
+
+
+async def _system_lookup(host: str, port: int) -> list[ResolveResult]:
+    """getaddrinfo, for names only the system knows (hosts file, search domains)."""
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return [_result(host, str(info[4][0]), port, info[0]) for info in infos]
+
+
+def _result(host: str, address: str, port: int, family: int) -> ResolveResult:
+    return {
+        "hostname": host,
+        "host": address,
+        "port": port,
+        "family": family,
+        "proto": 0,
+        "flags": socket.AI_NUMERICHOST,
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A request ready to send: where it connects and the Host it names."""
+
+    url: URL
+    host_header: str
+
+
+class Upstream:
+    """The shared client session and the overrides that redirect vendor origins."""
+
+    def __init__(self, overrides: tuple[Override, ...] = ()) -> None:
+        self.overrides = overrides
+        names = frozenset(o.base.host for o in overrides if o.base.host)
+        connector = aiohttp.TCPConnector(
+            resolver=GuardedResolver(names),
+            use_dns_cache=False,
+            limit=0,
+            limit_per_host=256,
+            keepalive_timeout=30,
+            enable_cleanup_closed=False,
+        )
+        self.session = aiohttp.ClientSession(
+            connector=connector,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            auto_decompress=False,
+            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
+            trust_env=False,
+            raise_for_status=False,
+        )
+
+    async def close(self) -> None:
+        await self.session.close()
+
+    def prepare(self, scheme: str, host: str, path_and_query: str) -> Prepared:
+        for override in self.overrides:
+            if override.matches(scheme, host):
+                base = str(override.base).rstrip("/")
+                return Prepared(URL(base + path_and_query, encoded=True), host)
+        return Prepared(URL(f"{scheme}://{host}{path_and_query}", encoded=True), host)
+
+    async def request(
+        self,
+        method: str,
+        prepared: Prepared,
+        headers: CIMultiDict[str] | Mapping[str, str],
+        body: bytes | None,
+        timeouts: Timeouts,
+    ) -> aiohttp.ClientResponse:
+        """Send one request; errors become UpstreamError (502) or UpstreamTimeout."""
+        timeout = aiohttp.ClientTimeout(
+            total=timeouts.total, sock_connect=timeouts.connect
+        )
+        all_headers = CIMultiDict(headers)
+        all_headers["Host"] = prepared.host_header
+        try:
+            return await self.session.request(
+                method,
+                prepared.url,
+                headers=all_headers,
+                data=body,
+                allow_redirects=False,
+                timeout=timeout,
+                compress=None,
+                chunked=None,
+            )
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise translate(exc, prepared.host_header) from exc
+
+
+def translate(exc: BaseException, host: str) -> UpstreamError:
+    """Our one boundary between client-library errors and 502/504."""
+    if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
+        return UpstreamTimeout(f"upstream {host} did not answer in time")
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return UpstreamError(f"cannot connect to upstream {host}")
+    if isinstance(exc, aiohttp.ClientError | OSError):
+        return UpstreamError(f"upstream {host} failed: {type(exc).__name__}")
+    return UpstreamError(f"upstream {host} failed")

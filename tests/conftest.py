@@ -1,0 +1,99 @@
+"""Shared fixtures: a fake vendor and tagproxy itself, both on loopback."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from proxy.config import build_settings
+from proxy.rules import RuleSet, load_rules
+from proxy.server import Proxy, build_app
+
+from .fakes import FakeVendor
+
+ROOT = Path(__file__).resolve().parent.parent
+BUNDLED_RULES = ROOT / "rules"
+TEST_RULES = Path(__file__).resolve().parent / "rules"
+
+
+@pytest.fixture(autouse=True)
+def hermetic(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No proxy settings or TAGPROXY_* values from the developer's shell."""
+    for name in list(os.environ):
+        if name.upper().endswith("_PROXY") or name.startswith("TAGPROXY_"):
+            monkeypatch.delenv(name, raising=False)
+    yield
+
+
+@pytest.fixture
+async def vendor() -> AsyncIterator[FakeVendor]:
+    fake = FakeVendor()
+    await fake.start()
+    yield fake
+    await fake.stop()
+
+
+def overrides_for(rules: RuleSet, target: str) -> list[str]:
+    """Send every host of every rule to one local fake vendor."""
+    return [f"{h.scheme}://{h.host}={target}" for r in rules.rules for h in r.hosts]
+
+
+@dataclass
+class Running:
+    url: str
+    port: int
+    proxy: Proxy
+    client: aiohttp.ClientSession
+
+
+StartProxy = Callable[..., Awaitable[Running]]
+
+
+@pytest.fixture
+async def start_proxy(vendor: FakeVendor) -> AsyncIterator[StartProxy]:
+    """Start tagproxy in-process; every vendor host overridden to `vendor`."""
+    runners: list[web.AppRunner] = []
+    clients: list[aiohttp.ClientSession] = []
+
+    async def start(
+        rules: list[Path] | None = None, public_url: str | None = None, **kw: Any
+    ) -> Running:
+        rule_paths = rules or [BUNDLED_RULES, TEST_RULES]
+        loaded = load_rules(rule_paths)
+        settings = build_settings(
+            rules=[str(p) for p in rule_paths],
+            listen="127.0.0.1:0",
+            public_url=public_url,
+            cookie_domain=kw.pop("cookie_domain", None),
+            allowed_origins=kw.pop("allowed_origins", []),
+            trusted_proxies=kw.pop("trusted_proxies", []),
+            client_ip_headers=kw.pop("client_ip_headers", []),
+            overrides=kw.pop("overrides", None) or overrides_for(loaded, vendor.url),
+            geo_header=kw.pop("geo_header", None),
+            log_format="plain",
+            log_level="INFO",
+        )
+        assert not kw, f"unknown settings {kw}"
+        proxy = Proxy(settings, loaded)
+        runner = web.AppRunner(build_app(proxy), access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        runners.append(runner)
+        port = runner.addresses[0][1]
+        client = aiohttp.ClientSession(auto_decompress=False)
+        clients.append(client)
+        return Running(f"http://127.0.0.1:{port}", port, proxy, client)
+
+    yield start
+    for client in clients:
+        await client.close()
+    for runner in runners:
+        await runner.cleanup()
