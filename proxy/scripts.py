@@ -119,40 +119,36 @@ class ScriptCache:
 
 
 class Rewriters:
-    """One compiled Rewriter per (public URL, vendor), built on first use."""
+    """One compiled Rewriter (and shim prelude) per (public URL, vendor)."""
 
     def __init__(self, rules: RuleSet, limit: int = 64) -> None:
         self.rules = rules
-        self._built: LRUCache[tuple[str, str], Rewriter] = LRUCache(maxsize=limit)
+        self._built: LRUCache[tuple[str, str], tuple[Rewriter, bytes]] = LRUCache(
+            maxsize=limit
+        )
 
-    def get(self, public_url: URL, vendor: Rule) -> Rewriter:
+    def get(self, public_url: URL, vendor: Rule) -> tuple[Rewriter, bytes]:
         key = (str(public_url), vendor.vendor)
-        rewriter = self._built.get(key)
-        if rewriter is None:
-            rewriter = build_rewriter(self.rules, public_url, vendor)
-            self._built[key] = rewriter
-        return rewriter
+        built = self._built.get(key)
+        if built is None:
+            built = (build_rewriter(self.rules, public_url, vendor), b"")
+            if vendor.shim:
+                from .rewrite.shim import shim_prelude
+
+                built = (built[0], shim_prelude(host_targets(self.rules, public_url)))
+            self._built[key] = built
+        return built
 
 
 def build_rewriter(rules: RuleSet, public_url: URL, vendor: Rule) -> Rewriter:
     """Every host of every loaded rule, plus this vendor's own quirks.
 
     Rewriting all loaded vendors' hosts in every script is what keeps a tag
-    manager container that embeds other vendors' loaders first-party.
+    manager container that embeds other vendors' loaders first-party. Hosts
+    the vendor checks its own origin against are left to the runtime shim.
     """
-    targets = []
-    for rule in rules.rules:
-        base = mount_url(public_url, rule)
-        for host in rule.hosts:
-            label = "/{label}" if host.is_pattern else ""
-            targets.append(
-                HostTarget(
-                    host=host.host,
-                    base_url=base + host.prefix + label,
-                    label=host.label.pattern if host.label else None,
-                    bare=host.bare,
-                )
-            )
+    keep = set(vendor.keep_literals)
+    targets = [t for t in host_targets(rules, public_url) if t.host not in keep]
     places = {
         "mount_url": mount_url(public_url, vendor),
         "mount_path": mount_path(public_url, vendor),
@@ -167,6 +163,24 @@ def build_rewriter(rules: RuleSet, public_url: URL, vendor: Rule) -> Rewriter:
         for extra in vendor.rewrites
     ]
     return Rewriter(targets, extras)
+
+
+def host_targets(rules: RuleSet, public_url: URL) -> list[HostTarget]:
+    """Where each vendor host lives first-party under this public URL."""
+    targets = []
+    for rule in rules.rules:
+        base = mount_url(public_url, rule)
+        for host in rule.hosts:
+            label = "/{label}" if host.is_pattern else ""
+            targets.append(
+                HostTarget(
+                    host=host.host,
+                    base_url=base + host.prefix + label,
+                    label=host.label.pattern if host.label else None,
+                    bare=host.bare,
+                )
+            )
+    return targets
 
 
 # --- fetching and building an entry ------------------------------------------
@@ -233,11 +247,14 @@ async def fetch_script(
     rewritten, count, kept = body, 0, False
     if status == 200:
         kind = kind_for_content_type(content_type)
-        rewriter = rewriters.get(request.public_url, target.rule)
+        rewriter, prelude = rewriters.get(request.public_url, target.rule)
         if kind is not None:
             rewritten, count, kept = await asyncio.to_thread(
                 _rewrite, rewriter, body, kind, target
             )
+        if kind is BodyKind.JS and prelude:
+            # Prepended after rewriting: the shim's own host map must stay.
+            rewritten = prelude + b"\n" + rewritten
     return await asyncio.to_thread(
         make_script, status, rewritten, content_type, route, upstream_headers, count, kept
     )

@@ -195,6 +195,14 @@ def _rule(top: Table) -> Rule:
     if not scripts and not relays:
         raise top.fail("scripts", [], "a rule needs at least one script or relay")
     rewrites = tuple(_rewrite(t) for t in top.tables("rewrites"))
+    shim = top.get("shim", bool, False)
+    keep_literals = tuple(h.lower() for h in top.strings("keep_literals"))
+    for host in keep_literals:
+        if not _valid_host(host):
+            raise top.fail("keep_literals", host, "must be a DNS name or *.suffix")
+    if keep_literals and not shim:
+        raise top.fail("keep_literals", list(keep_literals),
+                       "literals left alone need shim = true to reach tagproxy")
     request = _request(top.table("request"))
     response = _response(top.table("response"), request)
     top.done()
@@ -213,6 +221,8 @@ def _rule(top: Table) -> Rule:
         rewrites=rewrites,
         request=request,
         response=response,
+        shim=shim,
+        keep_literals=keep_literals,
         routes_by_host={h: tuple(r) for h, r in by_host.items()},
     )
 

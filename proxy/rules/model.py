@@ -207,6 +207,8 @@ class Rule:
     rewrites: tuple[ExtraRewrite, ...]
     request: RequestPolicy
     response: ResponsePolicy
+    shim: bool = False  # prepend the runtime URL shim to this vendor's scripts
+    keep_literals: tuple[str, ...] = ()  # hosts left as they are in its scripts
     routes_by_host: Mapping[str, tuple[Route, ...]] = field(default_factory=dict)
 
     def routes_for(self, host: UpstreamHost) -> tuple[Route, ...]:
