@@ -45,68 +45,122 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tagproxy",
         description="Serve vendor tags from your own domain and relay their beacons.",
-        epilog="Every serve flag can also be set as TAGPROXY_<FLAG> in the environment.",
+        epilog="Every serve flag can also be set as TAGPROXY_<FLAG>.",
     )
-    parser.add_argument("--version", action="version", version=f"tagproxy {__version__}")
+    parser.add_argument(
+        "--version", action="version", version=f"tagproxy {__version__}"
+    )
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     serve = commands.add_parser("serve", help="run the proxy")
     _rules_flag(serve, env)
-    serve.add_argument("--listen", default=env["listen"], metavar="HOST:PORT",
-                       help=f"where to listen (default {DEFAULT_LISTEN})")
+    serve.add_argument(
+        "--listen",
+        default=env["listen"],
+        metavar="HOST:PORT",
+        help=f"where to listen (default {DEFAULT_LISTEN})",
+    )
     _public_url_flag(serve, env, default=None)
-    serve.add_argument("--cookie-domain", default=env["cookie_domain"], metavar="DOMAIN",
-                       help="Domain for cookies vendors set, e.g. shop.example "
-                       "(default: host-only cookies)")
-    serve.add_argument("--allowed-origin", action="append", default=None,
-                       metavar="ORIGIN", help="origin allowed to call relays "
-                       "cross-origin, e.g. https://www.shop.example or "
-                       "https://*.shop.example (repeatable; default: the public "
-                       "URL's origin and origins under the cookie domain)")
-    serve.add_argument("--trusted-proxy", action="append", default=None,
-                       metavar="CIDR", help="a proxy or load balancer whose "
-                       "X-Forwarded-* headers are believed (repeatable)")
-    serve.add_argument("--client-ip-header", action="append", default=None,
-                       metavar="NAME", help="single-address header set by a trusted "
-                       "proxy, e.g. CF-Connecting-IP (repeatable)")
-    serve.add_argument("--upstream-override", action="append", default=None,
-                       metavar="ORIGIN=URL", help="send a vendor origin to another "
-                       "base URL, keeping its Host, e.g. "
-                       "'https://*.google-analytics.com=http://127.0.0.1:9000' "
-                       "(repeatable; for staging and tests)")
-    serve.add_argument("--geo-header", default=env["geo_header"], metavar="NAME",
-                       help="trusted header holding the visitor's COUNTRY-REGION, "
-                       "used for scripts cached per geo")
-    serve.add_argument("--log-format", choices=("plain", "json"),
-                       default=env["log_format"])
-    serve.add_argument("--log-level", default=env["log_level"],
-                       choices=("DEBUG", "INFO", "WARNING", "ERROR"),
-                       type=str.upper)
+    serve.add_argument(
+        "--cookie-domain",
+        default=env["cookie_domain"],
+        metavar="DOMAIN",
+        help="Domain for cookies vendors set, e.g. shop.example "
+        "(default: host-only cookies)",
+    )
+    serve.add_argument(
+        "--allowed-origin",
+        action="append",
+        default=None,
+        metavar="ORIGIN",
+        help="origin allowed to call relays "
+        "cross-origin, e.g. https://www.shop.example or "
+        "https://*.shop.example (repeatable; default: the public "
+        "URL's origin and origins under the cookie domain)",
+    )
+    serve.add_argument(
+        "--trusted-proxy",
+        action="append",
+        default=None,
+        metavar="CIDR",
+        help="a proxy or load balancer whose "
+        "X-Forwarded-* headers are believed (repeatable)",
+    )
+    serve.add_argument(
+        "--client-ip-header",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="single-address header set by a trusted "
+        "proxy, e.g. CF-Connecting-IP (repeatable)",
+    )
+    serve.add_argument(
+        "--upstream-override",
+        action="append",
+        default=None,
+        metavar="ORIGIN=URL",
+        help="send a vendor origin to another "
+        "base URL, keeping its Host, e.g. "
+        "'https://*.google-analytics.com=http://127.0.0.1:9000' "
+        "(repeatable; for staging and tests)",
+    )
+    serve.add_argument(
+        "--geo-header",
+        default=env["geo_header"],
+        metavar="NAME",
+        help="trusted header holding the visitor's COUNTRY-REGION, "
+        "used for scripts cached per geo",
+    )
+    serve.add_argument(
+        "--log-format", choices=("plain", "json"), default=env["log_format"]
+    )
+    serve.add_argument(
+        "--log-level",
+        default=env["log_level"],
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        type=str.upper,
+    )
     serve.set_defaults(run=_serve, env=env)
 
     check = commands.add_parser("check", help="validate rule files; exit 1 on error")
-    check.add_argument("paths", nargs="*", type=Path, metavar="PATH",
-                       help="rule files or directories (default: the rules directory)")
+    check.add_argument(
+        "paths",
+        nargs="*",
+        type=Path,
+        metavar="PATH",
+        help="rule files or directories (default: the rules directory)",
+    )
     check.set_defaults(run=_check, env=env)
 
     routes = commands.add_parser("routes", help="list first-party paths and upstreams")
     _rules_flag(routes, env)
     routes.set_defaults(run=_routes)
 
-    url = commands.add_parser("url", help="the first-party URL to use instead of "
-                              "a vendor URL in a script src")
+    url = commands.add_parser(
+        "url", help="the first-party URL to use instead of a vendor URL in a script src"
+    )
     url.add_argument("vendor_url", metavar="VENDOR_URL")
     _rules_flag(url, env)
     _public_url_flag(url, env, default=DEFAULT_PUBLIC_URL)
     url.set_defaults(run=_url)
 
-    rewrite = commands.add_parser("rewrite", help="rewrite a saved vendor script "
-                                  "to stdout, without a server")
+    rewrite = commands.add_parser(
+        "rewrite", help="rewrite a saved vendor script to stdout, without a server"
+    )
     rewrite.add_argument("file", type=Path, metavar="FILE")
-    rewrite.add_argument("--from", dest="from_url", required=True, metavar="VENDOR_URL",
-                         help="the URL the file was fetched from")
-    rewrite.add_argument("--kind", choices=[k.value for k in BodyKind], default=None,
-                         help="body kind (default: from the file name)")
+    rewrite.add_argument(
+        "--from",
+        dest="from_url",
+        required=True,
+        metavar="VENDOR_URL",
+        help="the URL the file was fetched from",
+    )
+    rewrite.add_argument(
+        "--kind",
+        choices=[k.value for k in BodyKind],
+        default=None,
+        help="body kind (default: from the file name)",
+    )
     _rules_flag(rewrite, env)
     _public_url_flag(rewrite, env, default=DEFAULT_PUBLIC_URL)
     rewrite.set_defaults(run=_rewrite)
@@ -114,20 +168,32 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _rules_flag(parser: argparse.ArgumentParser, env: dict[str, Any]) -> None:
-    parser.add_argument("--rules", action="append", type=Path, default=None,
-                        metavar="DIR", help="rule directory or file (repeatable; "
-                        f"default: {', '.join(env['rules'])})")
+    parser.add_argument(
+        "--rules",
+        action="append",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help=f"rule directory or file (repeatable; default: {', '.join(env['rules'])})",
+    )
     parser.set_defaults(default_rules=[Path(r) for r in env["rules"]])
 
 
 def _public_url_flag(
     parser: argparse.ArgumentParser, env: dict[str, Any], default: str | None
 ) -> None:
-    parser.add_argument("--public-url", default=env["public_url"] or default,
-                        metavar="URL", help="where browsers reach tagproxy, e.g. "
-                        "https://metrics.shop.example" + (
-                            f" (default {default})" if default else
-                            " (default: from each request's Host)"))
+    parser.add_argument(
+        "--public-url",
+        default=env["public_url"] or default,
+        metavar="URL",
+        help="where browsers reach tagproxy, e.g. "
+        "https://metrics.shop.example"
+        + (
+            f" (default {default})"
+            if default
+            else " (default: from each request's Host)"
+        ),
+    )
 
 
 def _rule_paths(args: argparse.Namespace) -> list[Path]:
@@ -171,12 +237,20 @@ def _log_startup(settings: Settings, rules: RuleSet) -> None:
     for rule in rules.rules:
         log.info(
             "rule %s (%s) at %s: %d script, %d relay routes, hosts %s",
-            rule.vendor, rule.source, rule.mount, len(rule.scripts),
-            len(rule.relays), ", ".join(h.host for h in rule.hosts),
+            rule.vendor,
+            rule.source,
+            rule.mount,
+            len(rule.scripts),
+            len(rule.relays),
+            ", ".join(h.host for h in rule.hosts),
         )
     for override in settings.overrides:
-        log.info("upstream override: %s://%s -> %s",
-                 override.scheme, override.host_pattern, override.base)
+        log.info(
+            "upstream override: %s://%s -> %s",
+            override.scheme,
+            override.host_pattern,
+            override.base,
+        )
     if settings.site.public_url is None:
         log.info("public URL: taken from each request's Host (set --public-url)")
     else:
@@ -246,18 +320,29 @@ def _routes(args: argparse.Namespace) -> int:
     rules = load_rules(_rule_paths(args))
     rows = [("VENDOR", "FIRST-PARTY PATH", "UPSTREAM", "KIND", "DETAIL")]
     for rule in rules.rules:
-        for route in (*rule.scripts, *rule.relays):
+        routes: list[ScriptRoute | RelayRoute] = [*rule.scripts, *rule.relays]
+        for route in routes:
             host = route.host
             label = "/<label>" if host.is_pattern else ""
             for path in route.paths.patterns:
                 first_party = f"{rule.mount}{host.prefix}{label}{path}"
                 upstream = f"{host.scheme}://{host.host}{path}"
-                rows.append((rule.vendor, first_party, upstream, route.kind,
-                             _route_detail(route)))
+                rows.append(
+                    (
+                        rule.vendor,
+                        first_party,
+                        upstream,
+                        route.kind,
+                        _route_detail(route),
+                    )
+                )
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     for row in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False))
-              + "  " + row[4])
+        print(
+            "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False))
+            + "  "
+            + row[4]
+        )
     return 0
 
 
@@ -274,14 +359,19 @@ def _url(args: argparse.Namespace) -> int:
     vendor_url = URL(args.vendor_url.strip())
     first_party = Router(rules).first_party_url(public_url, vendor_url)
     if first_party is None or vendor_url.scheme not in ("http", "https"):
-        print(f"tagproxy: no loaded rule serves {vendor_url.host or args.vendor_url}",
-              file=sys.stderr)
+        print(
+            f"tagproxy: no loaded rule serves {vendor_url.host or args.vendor_url}",
+            file=sys.stderr,
+        )
         return 1
     try:
-        Router(rules).match(first_party[len(str(public_url).rstrip("/")):])
+        Router(rules).match(first_party[len(str(public_url).rstrip("/")) :])
     except Exception:
-        print("tagproxy: warning: the rule names this host but no route covers "
-              "this path; requests to it will get 404", file=sys.stderr)
+        print(
+            "tagproxy: warning: the rule names this host but no route covers "
+            "this path; requests to it will get 404",
+            file=sys.stderr,
+        )
     print(first_party)
     return 0
 

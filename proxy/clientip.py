@@ -26,7 +26,9 @@ def parse_networks(specs: Iterable[str]) -> tuple[Network, ...]:
         try:
             networks.append(ipaddress.ip_network(spec.strip(), strict=False))
         except ValueError as exc:
-            raise ConfigError(f"--trusted-proxy {spec!r}: not an address or CIDR") from exc
+            raise ConfigError(
+                f"--trusted-proxy {spec!r}: not an address or CIDR"
+            ) from exc
     return tuple(networks)
 
 

@@ -77,7 +77,11 @@ def build_settings(
     domain = cookie_domain.strip().lstrip(".").lower() if cookie_domain else None
     for origin in allowed_origins:
         url = URL(origin.replace("*.", "wildcard."))
-        if url.scheme not in ("http", "https") or not url.host or url.path not in ("", "/"):
+        if (
+            url.scheme not in ("http", "https")
+            or not url.host
+            or url.path not in ("", "/")
+        ):
             raise ConfigError(
                 f"--allowed-origin {origin!r}: expected an origin like "
                 "https://www.shop.example or https://*.shop.example"
@@ -100,7 +104,9 @@ def build_settings(
     )
 
 
-def env_default(flag: str, default: str | None, environ: Mapping[str, str]) -> str | None:
+def env_default(
+    flag: str, default: str | None, environ: Mapping[str, str]
+) -> str | None:
     return environ.get(env_name(flag), default)
 
 

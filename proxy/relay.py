@@ -59,7 +59,9 @@ async def read_body(request: web.Request, limit: int) -> bytes:
 def connection_tokens(headers: CIMultiDictProxy[str]) -> frozenset[str]:
     """Header names a Connection header marks as hop-by-hop for this request."""
     values = headers.getall("Connection", [])
-    return frozenset(t.strip().lower() for v in values for t in v.split(",") if t.strip())
+    return frozenset(
+        t.strip().lower() for v in values for t in v.split(",") if t.strip()
+    )
 
 
 def request_headers(
@@ -115,7 +117,10 @@ def cors_headers(request: web.Request, site: Site, public_url: URL) -> dict[str,
 
 
 def preflight(
-    request: web.Request, route: RelayRoute, policy: RequestPolicy, site: Site,
+    request: web.Request,
+    route: RelayRoute,
+    policy: RequestPolicy,
+    site: Site,
     public_url: URL,
 ) -> web.Response:
     """Answer a CORS preflight ourselves: the vendor never sees it."""
@@ -222,7 +227,11 @@ class RelayService:
         hop = connection_tokens(upstream.headers)
         for name, value in upstream.headers.items():
             lower = name.lower()
-            if lower in h.RESPONSE_DROPPED or lower in policy.drop_headers or lower in hop:
+            if (
+                lower in h.RESPONSE_DROPPED
+                or lower in policy.drop_headers
+                or lower in hop
+            ):
                 continue
             if lower == "set-cookie":
                 if policy.cookies(cookie_name(value)):
@@ -264,4 +273,3 @@ class RelayService:
         url = self.router.first_party_url(public_url, absolute)
         assert url is not None
         return url
-

@@ -232,7 +232,9 @@ async def fetch_script(
     response = await upstream.request("GET", prepared, headers, None, route.timeouts)
     async with response:
         if response.status >= 500:
-            raise UpstreamError(f"upstream {target.upstream_host} answered {response.status}")
+            raise UpstreamError(
+                f"upstream {target.upstream_host} answered {response.status}"
+            )
         if response.status in (301, 302, 303, 307, 308):
             raise UpstreamError(
                 f"upstream {target.upstream_host} redirected a script; not followed"
@@ -256,7 +258,14 @@ async def fetch_script(
             # Prepended after rewriting: the shim's own host map must stay.
             rewritten = prelude + b"\n" + rewritten
     return await asyncio.to_thread(
-        make_script, status, rewritten, content_type, route, upstream_headers, count, kept
+        make_script,
+        status,
+        rewritten,
+        content_type,
+        route,
+        upstream_headers,
+        count,
+        kept,
     )
 
 
@@ -421,7 +430,11 @@ class ScriptService:
         self.rewriters = Rewriters(router.rules)
 
     async def serve(
-        self, request: web.Request, target: Target, public_url: URL, visitor: str,
+        self,
+        request: web.Request,
+        target: Target,
+        public_url: URL,
+        visitor: str,
         geo: str | None,
     ) -> tuple[web.Response, str]:
         route = target.route
@@ -435,12 +448,19 @@ class ScriptService:
             accept_language=request.headers.get("Accept-Language"),
             visitor_ip=visitor if (per_visitor or by_geo) else None,
         )
-        fill = lambda: fetch_script(self.upstream, self.rewriters, script_request)  # noqa: E731
+
+        async def fill() -> Script:
+            return await fetch_script(self.upstream, self.rewriters, script_request)
+
         if per_visitor:
             return respond(request, await fill()), "bypass"
 
         query = kept_query(target.query, route.query)
         variant = geo if by_geo and geo is not None else ""
-        key = (str(public_url), f"{target.upstream_url.partition('?')[0]}?{query}", variant)
+        key = (
+            str(public_url),
+            f"{target.upstream_url.partition('?')[0]}?{query}",
+            variant,
+        )
         script, how = await self.cache.get(key, fill)
         return respond(request, script), how

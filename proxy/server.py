@@ -104,7 +104,9 @@ class Proxy:
         outcome: dict[str, object],
     ) -> web.StreamResponse:
         if request.method not in _SCRIPT_METHODS:
-            raise MethodNotAllowed("scripts are fetched with GET", headers={"Allow": "GET, HEAD"})
+            raise MethodNotAllowed(
+                "scripts are fetched with GET", headers={"Allow": "GET, HEAD"}
+            )
         geo = None
         if self.settings.geo_header and trusted_peer:
             geo = request.headers.get(self.settings.geo_header) or None
@@ -135,12 +137,18 @@ class Proxy:
         if self.settings.log_format == "json":
             access_log.info(json.dumps(fields), extra={"access": fields})
             return
-        text = " ".join(f"{k}={v}" for k, v in fields.items() if k not in ("method", "path"))
-        access_log.info('"%s %s" %s', request.method, path, text, extra={"access": fields})
+        text = " ".join(
+            f"{k}={v}" for k, v in fields.items() if k not in ("method", "path")
+        )
+        access_log.info(
+            '"%s %s" %s', request.method, path, text, extra={"access": fields}
+        )
 
 
 def build_app(proxy: Proxy) -> web.Application:
-    app = web.Application(handler_args={"max_field_size": 16384, "max_line_size": 16384})
+    app = web.Application(
+        handler_args={"max_field_size": 16384, "max_line_size": 16384}
+    )
     app.router.add_route("*", "/{tail:.*}", proxy.handle)
 
     async def close(_: web.Application) -> None:

@@ -21,7 +21,9 @@ from yarl import URL
 from . import headers as h
 from .errors import BadRequest, ConfigError
 
-_HOST: Final = re.compile(r"[A-Za-z0-9.-]+(?::\d{1,5})?|\[[0-9A-Fa-f:.]+\](?::\d{1,5})?")
+_HOST: Final = re.compile(
+    r"[A-Za-z0-9.-]+(?::\d{1,5})?|\[[0-9A-Fa-f:.]+\](?::\d{1,5})?"
+)
 _PREFIX: Final = re.compile(r"(?:/[A-Za-z0-9._~-]+)*")
 
 

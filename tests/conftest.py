@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,12 +24,11 @@ TEST_RULES = Path(__file__).resolve().parent / "rules"
 
 
 @pytest.fixture(autouse=True)
-def hermetic(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def hermetic(monkeypatch: pytest.MonkeyPatch) -> None:
     """No proxy settings or TAGPROXY_* values from the developer's shell."""
     for name in list(os.environ):
         if name.upper().endswith("_PROXY") or name.startswith("TAGPROXY_"):
             monkeypatch.delenv(name, raising=False)
-    yield
 
 
 @pytest.fixture

@@ -144,7 +144,7 @@ async def _read_body(
     if "content-length" in lookup:
         return await reader.readexactly(int(lookup["content-length"]))
     if lookup.get("transfer-encoding", "").lower() == "chunked":
-        chunks = []
+        chunks: list[bytes] = []
         while True:
             size = int((await reader.readline()).strip() or b"0", 16)
             if size == 0:

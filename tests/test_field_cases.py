@@ -32,7 +32,9 @@ def all_ip_values(received: Received) -> str:
     return " ".join(v for k, v in received.headers if k.lower() in IP_HEADERS)
 
 
-async def test_f01_spoofed_forwarded_for(vendor: FakeVendor, start_proxy: StartProxy) -> None:
+async def test_f01_spoofed_forwarded_for(
+    vendor: FakeVendor, start_proxy: StartProxy
+) -> None:
     vendor.reply("plausible.io", "/api/event", Reply(202, b"ok"))
     proxy = await start_proxy(public_url=PUBLIC, trusted_proxies=TRUSTED)
     body = b'{"n":"pageview","u":"https://www.example.com/","d":"example.com"}'
@@ -53,7 +55,9 @@ async def test_f01_spoofed_forwarded_for(vendor: FakeVendor, start_proxy: StartP
     assert received.body == body
 
 
-async def test_f02_no_forwarding_headers(vendor: FakeVendor, start_proxy: StartProxy) -> None:
+async def test_f02_no_forwarding_headers(
+    vendor: FakeVendor, start_proxy: StartProxy
+) -> None:
     proxy = await start_proxy(public_url=PUBLIC)  # no trusted proxies
     async with proxy.client.post(f"{proxy.url}/pa/api/event", data=b"{}") as response:
         assert response.status == 204
@@ -61,7 +65,9 @@ async def test_f02_no_forwarding_headers(vendor: FakeVendor, start_proxy: StartP
     assert only(vendor).all("X-Forwarded-For") == ["127.0.0.1"]
 
 
-async def test_f03_internal_hop_in_chain(vendor: FakeVendor, start_proxy: StartProxy) -> None:
+async def test_f03_internal_hop_in_chain(
+    vendor: FakeVendor, start_proxy: StartProxy
+) -> None:
     proxy = await start_proxy(public_url=PUBLIC, trusted_proxies=TRUSTED)
     async with proxy.client.post(
         f"{proxy.url}/ph/e/?ip=1&ver=1.200.0",
@@ -152,8 +158,15 @@ async def test_f06_mount_stripped(vendor: FakeVendor, start_proxy: StartProxy) -
 # F06: traversal and look-alike mounts get 404 with nothing sent upstream.
 @pytest.mark.parametrize(
     "path",
-    ["/mp/../admin", "/mp/%2e%2e/admin", "/mp/%2E%2E/admin", "/mpx/track", "/mp/./track/",
-     "/mp/track%2f..%2fadmin", "/mp/..%5cadmin"],
+    [
+        "/mp/../admin",
+        "/mp/%2e%2e/admin",
+        "/mp/%2E%2E/admin",
+        "/mpx/track",
+        "/mp/./track/",
+        "/mp/track%2f..%2fadmin",
+        "/mp/..%5cadmin",
+    ],
 )
 async def test_f06_traversal_refused(
     vendor: FakeVendor, start_proxy: StartProxy, path: str
@@ -198,7 +211,8 @@ async def test_f08_cookieless_vendor_gets_no_cookie(
 
 # F09: each Set-Cookie stays its own header, Domain scoped to the site.
 @pytest.mark.parametrize(
-    ("cookie_domain", "domain_attr"), [("example.com", " Domain=example.com"), (None, "")]
+    ("cookie_domain", "domain_attr"),
+    [("example.com", " Domain=example.com"), (None, "")],
 )
 async def test_f09_set_cookie_rewritten_never_folded(
     vendor: FakeVendor,
@@ -213,10 +227,15 @@ async def test_f09_set_cookie_rewritten_never_folded(
             200,
             b"",
             [
-                ("Set-Cookie", "_pk_id.1.1fff=abc; Domain=sgtm.internal.example.net; "
-                 "Path=/; Max-Age=33696000; Secure; SameSite=Lax"),
-                ("Set-Cookie", "_pk_ses.1.1fff=1; Domain=matomo.example.net; Path=/; "
-                 "HttpOnly"),
+                (
+                    "Set-Cookie",
+                    "_pk_id.1.1fff=abc; Domain=sgtm.internal.example.net; "
+                    "Path=/; Max-Age=33696000; Secure; SameSite=Lax",
+                ),
+                (
+                    "Set-Cookie",
+                    "_pk_ses.1.1fff=1; Domain=matomo.example.net; Path=/; HttpOnly",
+                ),
             ],
         ),
     )
@@ -250,8 +269,14 @@ async def test_f13_compressed_upstream(
     vendor.reply(
         "matomo.example.net",
         "/matomo.js",
-        Reply(200, packed, [("Content-Encoding", encoding),
-                            ("Content-Type", "application/javascript")]),
+        Reply(
+            200,
+            packed,
+            [
+                ("Content-Encoding", encoding),
+                ("Content-Type", "application/javascript"),
+            ],
+        ),
     )
     proxy = await start_proxy(public_url=PUBLIC)
     accept_line = f"Accept-Encoding: {accept}\n" if accept else ""
@@ -279,7 +304,8 @@ async def test_f13_relay_passes_encoded_bytes(
 ) -> None:
     packed = gzip.compress(SCRIPT_5000, mtime=0)
     vendor.reply(
-        "matomo.example.net", "/matomo.php",
+        "matomo.example.net",
+        "/matomo.php",
         Reply(200, packed, [("Content-Encoding", "gzip")]),
     )
     proxy = await start_proxy(public_url=PUBLIC)
@@ -319,14 +345,17 @@ async def test_f15_settings_json_points_first_party(
     assert data["metrics"]["host"] == "www.example.com/sg/api/v1"
 
 
-async def test_f16_endpoint_from_own_src(vendor: FakeVendor, start_proxy: StartProxy) -> None:
+async def test_f16_endpoint_from_own_src(
+    vendor: FakeVendor, start_proxy: StartProxy
+) -> None:
     script = (
-        b'(function(){var s=document.currentScript;'
+        b"(function(){var s=document.currentScript;"
         b'var api=s.getAttribute("data-api")||new URL(s.src).origin+"/api/event";'
         b'navigator.sendBeacon(api,JSON.stringify({n:"pageview"}));})();'
     )
     vendor.reply(
-        "plausible.io", "/js/script.js",
+        "plausible.io",
+        "/js/script.js",
         Reply(200, script, [("Content-Type", "application/javascript")]),
     )
     proxy = await start_proxy(public_url=PUBLIC)
@@ -339,15 +368,21 @@ async def test_f16_endpoint_from_own_src(vendor: FakeVendor, start_proxy: StartP
     assert vendor.received[-1].raw_path == "/api/event"
 
 
-async def test_f17_assets_and_api_hosts(vendor: FakeVendor, start_proxy: StartProxy) -> None:
+async def test_f17_assets_and_api_hosts(
+    vendor: FakeVendor, start_proxy: StartProxy
+) -> None:
     vendor.reply(
         "us-assets.i.posthog.com",
         "/array/phc_TEST123/config.js",
-        Reply(200, b"window.cfg={a:1};", [
-            ("Content-Type", "application/javascript"),
-            ("Cache-Control", "public, max-age=0"),
-            ("Vary", "Accept-Encoding"),
-        ]),
+        Reply(
+            200,
+            b"window.cfg={a:1};",
+            [
+                ("Content-Type", "application/javascript"),
+                ("Cache-Control", "public, max-age=0"),
+                ("Vary", "Accept-Encoding"),
+            ],
+        ),
     )
     vendor.reply(
         "us-assets.i.posthog.com",
@@ -374,4 +409,3 @@ async def test_f17_assets_and_api_hosts(vendor: FakeVendor, start_proxy: StartPr
     async with proxy.client.post(f"{proxy.url}/ph/e/", data=b"{}") as r:
         assert r.status == 204
     assert vendor.received[-1].host == "us.i.posthog.com"
-

@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
-from ..errors import ConfigError
 from .. import headers as policy
+from ..errors import ConfigError
 from .model import (
     DNS_LABEL,
     CacheMode,
@@ -130,12 +130,19 @@ class Table:
             raise self.fail(name, self.data[name], "unknown key (misspelt?)")
 
 
+_TYPE_WORDS: Final[dict[object, str]] = {
+    str: "string",
+    int: "whole number",
+    float: "number",
+    bool: "boolean (true/false)",
+    list: "list",
+    dict: "table",
+}
+
+
 def _type_word(kind: object) -> str:
-    names = {str: "string", int: "whole number", bool: "boolean (true/false)"}
-    names |= {list: "list", dict: "table"}
-    if isinstance(kind, tuple):
-        return " or ".join(names.get(k, str(k)) for k in kind)
-    return names.get(kind, str(kind))  # type: ignore[call-overload]
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return " or ".join(_TYPE_WORDS.get(k, str(k)) for k in kinds)
 
 
 def parse_duration(raw: object, fail: Callable[[str], Exception]) -> float:
@@ -201,14 +208,18 @@ def _rule(top: Table) -> Rule:
         if not _valid_host(host):
             raise top.fail("keep_literals", host, "must be a DNS name or *.suffix")
     if keep_literals and not shim:
-        raise top.fail("keep_literals", list(keep_literals),
-                       "literals left alone need shim = true to reach tagproxy")
+        raise top.fail(
+            "keep_literals",
+            list(keep_literals),
+            "literals left alone need shim = true to reach tagproxy",
+        )
     request = _request(top.table("request"))
     response = _response(top.table("response"), request)
     top.done()
 
     by_host: dict[str, list[Route]] = {}
-    for route in (*scripts, *relays):
+    routes: list[Route] = [*scripts, *relays]
+    for route in routes:
         by_host.setdefault(route.host.host, []).append(route)
     return Rule(
         vendor=vendor,
@@ -363,7 +374,9 @@ def _rewrite(table: Table) -> ExtraRewrite:
     literal = table.get("find", str, "")
     pattern = table.get("pattern", str, "")
     if bool(literal) == bool(pattern):
-        raise table.fail("find", literal or None, 'give exactly one of "find" or "pattern"')
+        raise table.fail(
+            "find", literal or None, 'give exactly one of "find" or "pattern"'
+        )
     if literal:
         # A literal names a whole string's content, so "/api/event" never
         # matches inside a URL that host rewriting has already made ours.
@@ -432,7 +445,7 @@ def _client_ip(table: Table) -> tuple[IpPassing, ...]:
     for item in items:
         if not isinstance(item, dict) or len(item) != 1:
             raise table.fail("client_ip", item, 'each entry is like { header = "X" }')
-        (via_name, name), = item.items()
+        ((via_name, name),) = item.items()
         try:
             via = IpVia(via_name)
         except ValueError:
@@ -493,7 +506,9 @@ def build_rule_set(rules: list[Rule]) -> RuleSet:
         for host in rule.hosts:
             if host.host in host_owner:
                 other = host_owner[host.host].source
-                raise RuleError(rule.source, "hosts.host", host.host, f"also in {other}")
+                raise RuleError(
+                    rule.source, "hosts.host", host.host, f"also in {other}"
+                )
             host_owner[host.host] = rule
         by_mount[rule.mount] = rule
         by_vendor[rule.vendor] = rule
