@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import importlib
 import hashlib
 import logging
 import time
@@ -133,9 +134,11 @@ class Rewriters:
         if built is None:
             built = (build_rewriter(self.rules, public_url, vendor), b"")
             if vendor.shim:
-                from .rewrite.shim import shim_prelude
-
-                built = (built[0], shim_prelude(host_targets(self.rules, public_url)))
+                # Imported by name: the shim module is built separately and
+                # only rules with shim = true need it.
+                shim = importlib.import_module("proxy.rewrite.shim")
+                prelude: bytes = shim.shim_prelude(host_targets(self.rules, public_url))
+                built = (built[0], prelude)
             self._built[key] = built
         return built
 
