@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -260,18 +261,31 @@ def _log_startup(settings: Settings, rules: RuleSet) -> None:
 
 
 def _run(settings: Settings, rules: RuleSet) -> None:
+    loop = _new_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_until_complete(_serve_until_signalled(settings, rules))
+    finally:
+        loop.close()
+
+
+async def _serve_until_signalled(settings: Settings, rules: RuleSet) -> None:
     proxy = Proxy(settings, rules)
+    runner = web.AppRunner(build_app(proxy), access_log=None, shutdown_timeout=10)
+    await runner.setup()
     host, port = settings.listen
-    log.info("listening on http://%s", settings.listen_text)
-    web.run_app(
-        build_app(proxy),
-        host=host,
-        port=port,
-        access_log=None,
-        print=None,
-        shutdown_timeout=10,
-        loop=_new_loop(),
-    )
+    await web.TCPSite(runner, host, port, backlog=1024).start()
+    for address in runner.addresses:
+        # The bound port, which differs from the flag when it was 0.
+        log.info("listening on http://%s:%s", *address[:2])
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    log.info("stopping: finishing requests in flight")
+    await runner.cleanup()
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:

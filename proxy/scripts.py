@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import gzip
-import importlib
 import hashlib
+import importlib
 import logging
 import time
 import zlib
