@@ -26,10 +26,11 @@ _BASE_URL_SYNTAX: Final = re.compile(
 )
 _SAMPLE_LABEL: Final = "x"
 
-# The same slash twice: plain, or escaped once, twice or three times (JSON
-# holding a script holding JSON). Longest first, so a run of backslashes is
-# read whole; _URL_START refuses a match starting inside such a run.
-_SLASHES: Final = rb"(?P<sl>\\{7}/|\\{3}/|\\/|/)(?P=sl)"
+# The same slash twice: plain, or behind a run of backslashes: JSON "\/",
+# that JSON inside a JS string "\\/", escaped again for JSON "\\\/", and so
+# on. The run is read whole (greedy); _URL_START refuses a match starting
+# inside such a run.
+_SLASHES: Final = rb"(?P<sl>\\{1,7}/|/)(?P=sl)"
 # A protocol-relative URL must not follow a scheme ("wss://", "ftp://") or a
 # word ("a//b"): only http, https and "//" are ours to rewrite.
 _URL_START: Final = rb"(?:(?P<scheme>https?:)|(?<![A-Za-z0-9:\\/]))"
