@@ -89,7 +89,7 @@ async def served(vendor: FakeVendor) -> AsyncIterator[Served]:
     command += ["--listen", f"127.0.0.1:{port}", "--public-url", public_url]
     for origin in VENDOR_ORIGINS:
         command += ["--upstream-override", f"{origin}={vendor.url}"]
-    process = subprocess.Popen(
+    process = subprocess.Popen(  # noqa: ASYNC220 - started once, not awaited
         command, env=_clean_env(), stderr=subprocess.PIPE, text=True
     )
     try:
@@ -142,7 +142,8 @@ async def test_gtag_like_script_and_beacon(served: Served) -> None:
         assert response.status == 200
         assert response.headers["Content-Encoding"] == "gzip"
         etag = response.headers["ETag"]
-        assert etag.startswith('"') and not etag.startswith("W/")
+        assert etag.startswith('"')
+        assert not etag.startswith("W/")
         body = gzip.decompress(await response.read())
     assert parses(body)
     comment = b"// https://www.google-analytics.com/g/collect is where hits go."
@@ -171,7 +172,10 @@ async def test_gtag_like_script_and_beacon(served: Served) -> None:
     assert match is not None
     collect = match.group(1).decode()
     assert collect == f"{served.public_url}/gt/ga/www/g/collect"
-    query = "v=2&tid=G-TEST&cid=123.456&en=page_view&dl=https%3A%2F%2Fshop.example%2F%3Fa%3D1&_p=1+2"
+    query = (
+        "v=2&tid=G-TEST&cid=123.456&en=page_view"
+        "&dl=https%3A%2F%2Fshop.example%2F%3Fa%3D1&_p=1+2"
+    )
     cookies = "_ga=GA1.1.123.456; session=SECRET; _ga_TEST=GS1.1.1; wp_login=x"
     beacon_headers = {"User-Agent": FIREFOX, "Cookie": cookies}
     # encoded=True: the test client must not re-encode the query either.
@@ -222,7 +226,8 @@ async def test_fbevents_like_loader_config_plugin_and_beacon(served: Served) -> 
         body = await response.read()
     cdn = re.search(rb'CDN = "([^"]+)"', body)
     endpoint = re.search(rb'ENDPOINT = "([^"]+)"', body)
-    assert cdn is not None and endpoint is not None
+    assert cdn is not None
+    assert endpoint is not None
     assert cdn.group(1).decode() == f"{served.public_url}/fb"
     assert endpoint.group(1).decode() == f"{served.public_url}/fb/w/tr/"
     assert b'["gmail.com", "facebook.com", "hotmail.com"]' in body
