@@ -124,13 +124,16 @@ class GuardedResolver(AbstractResolver):
         ttls: list[float] = []
         for qtype, family in (("A", socket.AF_INET), ("AAAA", socket.AF_INET6)):
             try:
-                records = await asyncio.wait_for(
-                    self._dns.query(host, qtype), _DNS_TIMEOUT
+                answer = await asyncio.wait_for(
+                    self._dns.query_dns(host, qtype), _DNS_TIMEOUT
                 )
             except (aiodns.error.DNSError, TimeoutError):
                 continue
-            for record in records:
-                results.append(_result(host, record.host, port, family))
+            for record in answer.answer:
+                address = getattr(record.data, "addr", None)
+                if address is None:
+                    continue  # the CNAME chain leading to the addresses
+                results.append(_result(host, address, port, family))
                 ttls.append(float(record.ttl))
         if not results:
             return await _system_lookup(host, port), _NEGATIVE_TTL
