@@ -50,13 +50,29 @@ class PayloadTooLarge(Rejection):
 
 
 class UpstreamError(Rejection):
-    """The vendor could not be reached or answered in a way we refuse to pass on."""
+    """The vendor could not be reached or answered in a way we refuse to pass on.
+
+    `kind` says which way, as a metrics label: timeout, connect, protocol,
+    bad_status, redirect or bad_body.
+    """
 
     status = 502
+    default_kind: ClassVar[str] = "protocol"
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        kind: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(reason, headers=headers)
+        self.kind = kind or self.default_kind
 
 
 class UpstreamTimeout(UpstreamError):
     status = 504
+    default_kind = "timeout"
 
 
 class ConfigError(ValueError):

@@ -167,6 +167,7 @@ class RelayService:
             raise MethodNotAllowed("method not allowed here", headers={"Allow": allow})
 
         body = await read_body(request, route.max_body)
+        outcome["bytes_in"] = len(body)
         headers = request_headers(request.headers, policy, visitor)
         query = edit_query(target.query, policy, visitor)
         path_query = target.path + (f"?{query}" if query else "")
@@ -260,7 +261,9 @@ class RelayService:
         try:
             absolute = URL(target.upstream_url).join(URL(value))
         except ValueError as exc:
-            raise UpstreamError("upstream sent a malformed Location") from exc
+            raise UpstreamError(
+                "upstream sent a malformed Location", kind="redirect"
+            ) from exc
         owner = self.router.rules.owner_of(absolute.raw_host or "")
         if (
             owner is None
@@ -268,7 +271,9 @@ class RelayService:
             or absolute.scheme != owner[1].scheme
         ):
             if status in _REDIRECTS:
-                raise UpstreamError("upstream redirected outside its rule; refused")
+                raise UpstreamError(
+                    "upstream redirected outside its rule; refused", kind="redirect"
+                )
             return None
         url = self.router.first_party_url(public_url, absolute)
         assert url is not None

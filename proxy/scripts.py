@@ -25,6 +25,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from . import headers as h
+from . import metrics
 from .errors import UpstreamError
 from .rewrite import BodyKind, ExtraRewrite, HostTarget, Rewriter, kind_for_content_type
 from .routing import Router, Target, mount_path, mount_url
@@ -236,11 +237,13 @@ async def fetch_script(
     async with response:
         if response.status >= 500:
             raise UpstreamError(
-                f"upstream {target.upstream_host} answered {response.status}"
+                f"upstream {target.upstream_host} answered {response.status}",
+                kind="bad_status",
             )
         if response.status in (301, 302, 303, 307, 308):
             raise UpstreamError(
-                f"upstream {target.upstream_host} redirected a script; not followed"
+                f"upstream {target.upstream_host} redirected a script; not followed",
+                kind="redirect",
             )
         raw = await _read_capped(response.content, target.upstream_host)
         encoding = response.headers.get(h.CONTENT_ENCODING, "identity")
@@ -285,6 +288,7 @@ def _rewrite(
             target.path,
             result.reason,
         )
+        metrics.rewrite_guard_tripped(target.rule.vendor, "kept_original")
     return result.body, sum(result.replacements.values()), result.kept_original
 
 
@@ -297,7 +301,9 @@ async def _read_capped(content: object, host: str) -> bytes:
     async for chunk in content.iter_chunked(256 * 1024):
         size += len(chunk)
         if size > MAX_SCRIPT_BYTES:
-            raise UpstreamError(f"script from {host} is larger than we serve")
+            raise UpstreamError(
+                f"script from {host} is larger than we serve", kind="bad_body"
+            )
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -318,8 +324,12 @@ def decode_body(raw: bytes, encoding: str, host: str) -> bytes:
             except zlib.error:
                 return zlib.decompress(raw, -zlib.MAX_WBITS)  # raw deflate
     except (OSError, EOFError, zlib.error, brotli.error) as exc:
-        raise UpstreamError(f"script from {host} is not valid {encoding}") from exc
-    raise UpstreamError(f"script from {host} uses unsupported encoding {encoding}")
+        raise UpstreamError(
+            f"script from {host} is not valid {encoding}", kind="bad_body"
+        ) from exc
+    raise UpstreamError(
+        f"script from {host} uses unsupported encoding {encoding}", kind="bad_body"
+    )
 
 
 def _guess_type(path: str) -> str:

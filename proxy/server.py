@@ -11,9 +11,10 @@ from typing import Final
 from aiohttp import web
 from yarl import URL
 
+from . import exchange, metrics
 from . import headers as h
 from .config import Settings
-from .errors import MethodNotAllowed, Rejection
+from .errors import MethodNotAllowed, PayloadTooLarge, Rejection, UpstreamError
 from .relay import RelayService
 from .routing import Router, Target
 from .rules import RelayRoute, RuleSet
@@ -57,7 +58,10 @@ class Proxy:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         started = time.monotonic()
         services = self.services  # one rule set for the whole request
-        outcome: dict[str, object] = {}
+        outcome: exchange.Record = {}
+        exchange.begin(outcome)
+        metrics.IN_FLIGHT.inc()
+        response: web.StreamResponse | None = None
         status = 500
         try:
             response = await self._dispatch(request, services, outcome)
@@ -65,17 +69,23 @@ class Proxy:
             return response
         except Rejection as exc:
             status = exc.status
-            outcome.setdefault("error", exc.reason)
-            return exc.response()
+            outcome.setdefault(exchange.ERROR, exc.reason)
+            self._count_rejection(exc, outcome)
+            response = exc.response()
+            return response
         finally:
-            self._log(request, status, outcome, time.monotonic() - started)
+            metrics.IN_FLIGHT.dec()
+            took = time.monotonic() - started
+            self._count(status, outcome, took)
+            self._log(request, response, status, outcome, took)
 
     async def _dispatch(
         self, request: web.Request, services: Services, outcome: dict[str, object]
     ) -> web.StreamResponse:
         target = services.router.match(request.raw_path)
-        outcome["vendor"] = target.rule.vendor
-        outcome["route"] = target.route.kind
+        outcome[exchange.VENDOR] = target.rule.vendor
+        outcome[exchange.ROUTE] = metrics.route_id(target.route)
+        outcome[exchange.KIND] = target.route.kind
 
         trust = self.settings.trust
         peer = request.remote
@@ -113,27 +123,61 @@ class Proxy:
         response, how = await services.scripts.serve(
             request, target, public_url, visitor, geo
         )
-        outcome["cache"] = how
+        outcome[exchange.CACHE] = how
+        metrics.script_cache(target.rule.vendor, how)
         return response
 
+    @staticmethod
+    def _count_rejection(exc: Rejection, outcome: exchange.Record) -> None:
+        vendor = str(outcome.get(exchange.VENDOR, metrics.NO_VENDOR))
+        if isinstance(exc, UpstreamError):
+            metrics.upstream_error(vendor, exc.kind)
+        elif isinstance(exc, PayloadTooLarge):
+            route = str(outcome.get(exchange.ROUTE, metrics.NO_ROUTE))
+            metrics.body_rejected(vendor, route)
+
+    @staticmethod
+    def _count(status: int, outcome: exchange.Record, took: float) -> None:
+        metrics.request_done(
+            str(outcome.get(exchange.VENDOR, metrics.NO_VENDOR)),
+            str(outcome.get(exchange.ROUTE, metrics.NO_ROUTE)),
+            str(outcome.get(exchange.KIND, metrics.NO_ROUTE)),
+            status,
+            took,
+        )
+
     def _log(
-        self, request: web.Request, status: int, outcome: dict[str, object], took: float
+        self,
+        request: web.Request,
+        response: web.StreamResponse | None,
+        status: int,
+        outcome: exchange.Record,
+        took: float,
     ) -> None:
+        if not access_log.isEnabledFor(logging.INFO):
+            return
         # The path without its query: beacon queries carry personal data.
         path = request.raw_path.partition("?")[0]
+        upstream_s = outcome.get(exchange.UPSTREAM_SECONDS)
         fields = {
             "method": request.method,
             "path": path,
+            "host": request.host,
             "status": status,
-            "vendor": outcome.get("vendor", "-"),
-            "route": outcome.get("route", "-"),
-            "upstream_status": outcome.get("upstream_status", "-"),
-            "cache": outcome.get("cache", "-"),
+            "vendor": outcome.get(exchange.VENDOR, "-"),
+            "route": outcome.get(exchange.ROUTE, "-"),
+            "upstream_status": outcome.get(exchange.UPSTREAM_STATUS, "-"),
+            "cache": outcome.get(exchange.CACHE, "-"),
+            "bytes_in": outcome.get(exchange.BYTES_IN, request.content_length or 0),
+            "bytes_out": _bytes_out(response),
             "ms": round(took * 1000, 1),
+            "upstream_ms": (
+                round(upstream_s * 1000, 1) if isinstance(upstream_s, float) else "-"
+            ),
             "peer": request.remote,
         }
-        if "error" in outcome:
-            fields["error"] = outcome["error"]
+        if exchange.ERROR in outcome:
+            fields["error"] = outcome[exchange.ERROR]
         if self.settings.log_format == "json":
             access_log.info(json.dumps(fields), extra={"access": fields})
             return
@@ -143,6 +187,17 @@ class Proxy:
         access_log.info(
             '"%s %s" %s', request.method, path, text, extra={"access": fields}
         )
+
+
+def _bytes_out(response: web.StreamResponse | None) -> int:
+    """Body bytes sent (relays stream) or about to be sent (whole responses)."""
+    if response is None:
+        return 0
+    if response.prepared:
+        return response.body_length
+    if isinstance(response, web.Response) and isinstance(response.body, bytes):
+        return len(response.body)
+    return 0
 
 
 def build_app(proxy: Proxy) -> web.Application:

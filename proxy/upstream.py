@@ -24,6 +24,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from multidict import CIMultiDict
 from yarl import URL
 
+from . import exchange
 from .errors import ConfigError, UpstreamError, UpstreamTimeout
 from .rules.model import Timeouts
 
@@ -217,8 +218,9 @@ class Upstream:
         )
         all_headers = CIMultiDict(headers)
         all_headers["Host"] = prepared.host_header
+        started = time.monotonic()
         try:
-            return await self.session.request(
+            response = await self.session.request(
                 method,
                 prepared.url,
                 headers=all_headers,
@@ -229,7 +231,10 @@ class Upstream:
                 chunked=None,
             )
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            exchange.upstream_failed(time.monotonic() - started)
             raise translate(exc, prepared.host_header) from exc
+        exchange.upstream_answered(time.monotonic() - started)
+        return response
 
 
 def translate(exc: BaseException, host: str) -> UpstreamError:
@@ -237,7 +242,7 @@ def translate(exc: BaseException, host: str) -> UpstreamError:
     if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
         return UpstreamTimeout(f"upstream {host} did not answer in time")
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return UpstreamError(f"cannot connect to upstream {host}")
+        return UpstreamError(f"cannot connect to upstream {host}", kind="connect")
     if isinstance(exc, aiohttp.ClientError | OSError):
         return UpstreamError(f"upstream {host} failed: {type(exc).__name__}")
     return UpstreamError(f"upstream {host} failed")
