@@ -226,3 +226,22 @@ def test_check_command_names_file_key_value_reason(
 def test_check_command_passes_bundled_rules(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["check", str(BUNDLED_RULES)]) == 0
     assert "rule files valid" in capsys.readouterr().out
+
+
+def test_docs_worked_example_loads_and_maps(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The example in docs/rules.md is a working rule, with the URLs it claims."""
+    docs = (BUNDLED_RULES.parent / "docs" / "rules.md").read_text()
+    example = docs.split("```toml\n", 1)[1].split("```", 1)[0]
+    path = write(tmp_path, example)
+    assert load_rule(path).vendor == "acme"
+
+    public = ["--rules", str(tmp_path), "--public-url", "https://metrics.shop.example"]
+    assert main(["url", "https://cdn.acme.example/tag.js?id=A-1", *public]) == 0
+    assert main(["url", "https://eu.collect.acme.example/hit", *public]) == 0
+    assert main(["url", "https://evil.collect.acme.example/hit", *public]) == 1
+    assert capsys.readouterr().out.split() == [
+        "https://metrics.shop.example/ac/tag.js?id=A-1",
+        "https://metrics.shop.example/ac/c/eu/hit",
+    ]
