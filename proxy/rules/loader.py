@@ -15,6 +15,7 @@ from typing import Any, Final, TypeVar
 
 from .. import headers as policy
 from ..errors import ConfigError
+from ..rewrite.shim import js_label_pattern
 from .model import (
     DNS_LABEL,
     CacheMode,
@@ -271,6 +272,11 @@ def _host(table: Table) -> UpstreamHost:
         if not host.startswith("*."):
             raise table.fail("label", raw_label, 'only for "*." host patterns')
         label = _compile(table, "label", raw_label, re.IGNORECASE)
+        try:
+            # The runtime shim checks labels in the browser with this regex.
+            js_label_pattern(raw_label)
+        except ValueError as exc:
+            raise table.fail("label", raw_label, str(exc)) from None
     if host.startswith("*.") and not prefix:
         raise table.fail("path", prefix, "a pattern host needs its own path")
     scheme = table.get("scheme", str, "https")

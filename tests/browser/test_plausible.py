@@ -1,0 +1,38 @@
+"""Plausible in Chromium: the script first-party, its pageview and event land."""
+
+from __future__ import annotations
+
+import json
+
+from .conftest import StartBrowser
+from .harness import vendor_script
+
+SCRIPT = "https://plausible.io/js/script.js"
+
+
+async def test_plausible_pageview_and_event(browser_run: StartBrowser) -> None:
+    run = await browser_run()
+    run.serve_vendor(SCRIPT, vendor_script("plausible.js"))
+    src = run.tag_url(SCRIPT)
+    assert src == f"{run.proxy_url}/pa/js/script.js"
+
+    await run.open(
+        f'<script defer data-domain="shop.test" src="{src}"></script>'
+        "<script>addEventListener('load', function () {"
+        "  plausible('Signup', {props: {plan: 'pro'}}); });</script>"
+    )
+    first, second = await run.beacons("plausible.io", "/api/event", count=2)
+
+    pageview = json.loads(first.body)
+    assert pageview == {
+        "n": "pageview",
+        "u": f"{run.site_url}/",
+        "d": "shop.test",
+        "r": None,
+    }
+    assert first.header("Content-Type") == "text/plain"
+    assert json.loads(second.body)["n"] == "Signup"
+    for beacon in (first, second):
+        run.assert_visitor(beacon, cookies=[])
+    run.assert_only_first_party()
+    run.assert_no_errors()
