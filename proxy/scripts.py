@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import gzip
 import hashlib
-import importlib
 import logging
 import time
 import zlib
@@ -28,6 +27,7 @@ from . import headers as h
 from . import metrics
 from .errors import UpstreamError
 from .rewrite import BodyKind, ExtraRewrite, HostTarget, Rewriter, kind_for_content_type
+from .rewrite.shim import shim_prelude
 from .routing import Router, Target, mount_path, mount_url
 from .rules import CacheMode, Rule, RuleSet, ScriptRoute
 from .upstream import Upstream
@@ -135,10 +135,7 @@ class Rewriters:
         if built is None:
             built = (build_rewriter(self.rules, public_url, vendor), b"")
             if vendor.shim:
-                # Imported by name: the shim module is built separately and
-                # only rules with shim = true need it.
-                shim = importlib.import_module("proxy.rewrite.shim")
-                prelude: bytes = shim.shim_prelude(host_targets(self.rules, public_url))
+                prelude = shim_prelude(host_targets(self.rules, public_url))
                 built = (built[0], prelude)
             self._built[key] = built
         return built
