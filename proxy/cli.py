@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -15,12 +16,20 @@ from aiohttp import web
 from yarl import URL
 
 from . import __version__
-from .config import DEFAULT_LISTEN, Settings, build_settings, env_defaults, env_name
+from .config import (
+    DEFAULT_LISTEN,
+    Settings,
+    build_settings,
+    env_defaults,
+    env_name,
+    rule_variables,
+)
 from .errors import ConfigError
 from .rewrite import BodyKind, kind_for_content_type
 from .routing import Router
 from .rules import RelayRoute, RuleSet, ScriptRoute, load_rules
 from .rules.loader import RuleError, load_rule, rule_files
+from .rules.variables import RuleVariables, Variable
 from .scripts import build_rewriter
 from .server import Proxy, build_app
 from .site import parse_public_url
@@ -131,6 +140,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="rule files or directories (default: the rules directory)",
     )
+    _rule_var_flag(check)
     check.set_defaults(run=_check, env=env)
 
     routes = commands.add_parser("routes", help="list first-party paths and upstreams")
@@ -177,7 +187,23 @@ def _rules_flag(parser: argparse.ArgumentParser, env: dict[str, Any]) -> None:
         metavar="DIR",
         help=f"rule directory or file (repeatable; default: {', '.join(env['rules'])})",
     )
-    parser.set_defaults(default_rules=[Path(r) for r in env["rules"]])
+    parser.set_defaults(default_rules=[Path(r) for r in env["rules"]], env=env)
+    _rule_var_flag(parser)
+
+
+def _rule_var_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--rule-var",
+        action="append",
+        default=None,
+        metavar="VENDOR.NAME=VALUE",
+        help="set a variable a rule declares, e.g. matomo.host=analytics.shop.example "
+        "(repeatable; also TAGPROXY_<VENDOR>_<NAME>)",
+    )
+
+
+def _variables(args: argparse.Namespace) -> RuleVariables:
+    return rule_variables(args.rule_var or args.env["rule_var"], os.environ)
 
 
 def _public_url_flag(
@@ -218,9 +244,11 @@ def _serve(args: argparse.Namespace) -> int:
         geo_header=args.geo_header,
         log_format=args.log_format,
         log_level=args.log_level,
+        rule_vars=args.rule_var or env["rule_var"],
+        environ=os.environ,
     )
     _setup_logging(settings)
-    rules = load_rules(settings.rules)
+    rules = load_rules(settings.rules, settings.variables)
     _log_startup(settings, rules)
     _run(settings, rules)
     return 0
@@ -245,6 +273,8 @@ def _log_startup(settings: Settings, rules: RuleSet) -> None:
             len(rule.relays),
             ", ".join(h.host for h in rule.hosts),
         )
+        for variable in rule.variables:
+            log.info("rule variable %s", _describe(variable))
     for override in settings.overrides:
         log.info(
             "upstream override: %s://%s -> %s",
@@ -308,9 +338,14 @@ def _check(args: argparse.Namespace) -> int:
         return 1
     failed = 0
     rules = []
+    try:
+        variables = _variables(args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     for file in files:
         try:
-            rules.append(load_rule(file))
+            rules.append(load_rule(file, variables))
             print(f"ok: {file}")
         except RuleError as exc:
             failed += 1
@@ -320,7 +355,8 @@ def _check(args: argparse.Namespace) -> int:
 
         try:
             build_rule_set(rules)
-        except RuleError as exc:
+            variables.check_all_declared(v for r in rules for v in r.variables)
+        except ConfigError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
     if not files:
@@ -331,7 +367,7 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _routes(args: argparse.Namespace) -> int:
-    rules = load_rules(_rule_paths(args))
+    rules = load_rules(_rule_paths(args), _variables(args))
     rows = [("VENDOR", "FIRST-PARTY PATH", "UPSTREAM", "KIND", "DETAIL")]
     for rule in rules.rules:
         routes: list[ScriptRoute | RelayRoute] = [*rule.scripts, *rule.relays]
@@ -357,7 +393,22 @@ def _routes(args: argparse.Namespace) -> int:
             + "  "
             + row[4]
         )
+    variables = [v for rule in rules.rules for v in rule.variables]
+    if variables:
+        print("\nRule variables:")
+        for variable in variables:
+            print(f"  {_describe(variable)}")
     return 0
+
+
+def _describe(variable: Variable) -> str:
+    """`matomo.host = x (default; set TAGPROXY_MATOMO_HOST or --rule-var ...)`."""
+    if variable.is_default:
+        where = f"default; set {variable.env_name} or --rule-var {variable.key}=..."
+    else:
+        where = f"from {variable.origin}"
+    about = f": {variable.help}" if variable.help else ""
+    return f"{variable.key} = {variable.value!r} ({where}){about}"
 
 
 def _route_detail(route: ScriptRoute | RelayRoute) -> str:
@@ -368,7 +419,7 @@ def _route_detail(route: ScriptRoute | RelayRoute) -> str:
 
 
 def _url(args: argparse.Namespace) -> int:
-    rules = load_rules(_rule_paths(args))
+    rules = load_rules(_rule_paths(args), _variables(args))
     public_url = parse_public_url(args.public_url)
     vendor_url = URL(args.vendor_url.strip())
     first_party = Router(rules).first_party_url(public_url, vendor_url)
@@ -391,7 +442,7 @@ def _url(args: argparse.Namespace) -> int:
 
 
 def _rewrite(args: argparse.Namespace) -> int:
-    rules = load_rules(_rule_paths(args))
+    rules = load_rules(_rule_paths(args), _variables(args))
     public_url = parse_public_url(args.public_url)
     vendor_url = URL(args.from_url)
     owner = rules.owner_of(vendor_url.host or "")

@@ -16,6 +16,7 @@ from yarl import URL
 
 from .clientip import Trust, parse_networks
 from .errors import ConfigError
+from .rules.variables import RuleVariables, parse_rule_vars
 from .site import OriginMatcher, Site, parse_public_url
 from .upstream import Override, parse_override
 
@@ -51,6 +52,7 @@ class Settings:
     geo_header: str | None = None
     log_format: str = "plain"
     log_level: str = "INFO"
+    variables: RuleVariables = field(default_factory=RuleVariables)
 
     @property
     def listen_text(self) -> str:
@@ -71,6 +73,8 @@ def build_settings(
     geo_header: str | None,
     log_format: str,
     log_level: str,
+    rule_vars: Sequence[str] = (),
+    environ: Mapping[str, str] | None = None,
 ) -> Settings:
     """Validate raw option values into Settings, naming the option on error."""
     public = parse_public_url(public_url) if public_url else None
@@ -101,7 +105,14 @@ def build_settings(
         geo_header=geo_header or None,
         log_format=log_format,
         log_level=log_level.upper(),
+        variables=rule_variables(rule_vars, environ or {}),
     )
+
+
+def rule_variables(specs: Sequence[str], environ: Mapping[str, str]) -> RuleVariables:
+    """Values for rule variables: `--rule-var` flags, then TAGPROXY_* variables."""
+    ours = {k: v for k, v in environ.items() if k.startswith(ENV_PREFIX)}
+    return RuleVariables(parse_rule_vars(specs), ours)
 
 
 def env_default(
@@ -125,4 +136,5 @@ def env_defaults(environ: Mapping[str, str] | None = None) -> dict[str, object]:
         "geo_header": env.get(env_name("geo-header")),
         "log_format": env.get(env_name("log-format"), "plain"),
         "log_level": env.get(env_name("log-level"), "INFO"),
+        "rule_var": env_list(env.get(env_name("rule-var"))),
     }

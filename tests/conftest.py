@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from proxy.config import build_settings
+from proxy.config import build_settings, rule_variables
 from proxy.rules import RuleSet, load_rules
 from proxy.server import Proxy, build_app
 
@@ -21,6 +21,8 @@ from .fakes import FakeVendor
 ROOT = Path(__file__).resolve().parent.parent
 BUNDLED_RULES = ROOT / "rules"
 TEST_RULES = Path(__file__).resolve().parent / "rules"
+# The self-hosted Matomo of the field cases (../shared/cases/FIELD.md).
+TEST_RULE_VARS = ("matomo.host=matomo.example.net",)
 
 
 @pytest.fixture(autouse=True)
@@ -65,7 +67,8 @@ async def start_proxy(vendor: FakeVendor) -> AsyncIterator[StartProxy]:
         rules: list[Path] | None = None, public_url: str | None = None, **kw: Any
     ) -> Running:
         rule_paths = rules or [BUNDLED_RULES, TEST_RULES]
-        loaded = load_rules(rule_paths)
+        rule_vars = kw.pop("rule_vars", TEST_RULE_VARS)
+        loaded = load_rules(rule_paths, rule_variables(rule_vars, {}))
         settings = build_settings(
             rules=[str(p) for p in rule_paths],
             listen="127.0.0.1:0",
@@ -78,6 +81,7 @@ async def start_proxy(vendor: FakeVendor) -> AsyncIterator[StartProxy]:
             geo_header=kw.pop("geo_header", None),
             log_format="plain",
             log_level="INFO",
+            rule_vars=rule_vars,
         )
         assert not kw, f"unknown settings {kw}"
         proxy = Proxy(settings, loaded)

@@ -7,6 +7,7 @@ and hosts claimed by two rules.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
@@ -34,6 +35,7 @@ from .model import (
     Timeouts,
     UpstreamHost,
 )
+from .variables import RuleVariables, VariableError, substitute
 
 T = TypeVar("T")
 
@@ -177,15 +179,19 @@ def _raise(exc: Exception) -> int:
 # --- one file ----------------------------------------------------------------
 
 
-def load_rule(source: Path) -> Rule:
-    """Parse and validate one rule file."""
+def load_rule(source: Path, variables: RuleVariables | None = None) -> Rule:
+    """Parse and validate one rule file, its `${variables}` filled in first."""
     try:
         data = tomllib.loads(source.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise RuleError(source, "(file)", None, f"not valid TOML: {exc}") from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise RuleError(source, "(file)", None, f"cannot be read: {exc}") from exc
-    return _rule(Table(source, "", data))
+    try:
+        data, declared = substitute(source, data, variables or RuleVariables())
+    except VariableError as exc:
+        raise RuleError(source, exc.key, exc.value, exc.reason) from exc
+    return dataclasses.replace(_rule(Table(source, "", data)), variables=declared)
 
 
 def _rule(top: Table) -> Rule:
@@ -489,12 +495,17 @@ def rule_files(paths: Iterable[Path]) -> list[Path]:
     return files
 
 
-def load_rules(paths: Iterable[Path]) -> RuleSet:
+def load_rules(
+    paths: Iterable[Path], variables: RuleVariables | None = None
+) -> RuleSet:
     """Load every rule file named (or in the directories named) into a RuleSet."""
     files = rule_files(paths)
     if not files:
         raise ConfigError(f"no rule files (*.toml) in {', '.join(map(str, paths))}")
-    return build_rule_set([load_rule(f) for f in files])
+    variables = variables or RuleVariables()
+    rules = build_rule_set([load_rule(f, variables) for f in files])
+    variables.check_all_declared(v for rule in rules.rules for v in rule.variables)
+    return rules
 
 
 def build_rule_set(rules: list[Rule]) -> RuleSet:

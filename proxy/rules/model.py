@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
+from .variables import Variable
+
 DNS_LABEL: Final = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 
 
@@ -210,6 +212,7 @@ class Rule:
     shim: bool = False  # prepend the runtime URL shim to this vendor's scripts
     keep_literals: tuple[str, ...] = ()  # hosts left as they are in its scripts
     routes_by_host: Mapping[str, tuple[Route, ...]] = field(default_factory=dict)
+    variables: tuple[Variable, ...] = ()  # operator settings used in this file
 
     def routes_for(self, host: UpstreamHost) -> tuple[Route, ...]:
         return self.routes_by_host.get(host.host, ())
