@@ -266,9 +266,10 @@ async def test_f13_compressed_upstream(
         packed = gzip.compress(SCRIPT_5000, mtime=0)
     else:
         packed = brotli.compress(SCRIPT_5000)
+    # A rule without the runtime shim, so the served body is the script alone.
     vendor.reply(
-        "matomo.example.net",
-        "/matomo.js",
+        "cloud.umami.is",
+        "/script.js",
         Reply(
             200,
             packed,
@@ -282,7 +283,7 @@ async def test_f13_compressed_upstream(
     accept_line = f"Accept-Encoding: {accept}\n" if accept else ""
     response = await raw_request(
         proxy.port,
-        f"GET /mt/matomo.js HTTP/1.1\nHost: www.example.com\n{accept_line}"
+        f"GET /um/script.js HTTP/1.1\nHost: www.example.com\n{accept_line}"
         "Connection: close\n",
     )
     assert response.status == 200

@@ -11,7 +11,7 @@ from aiohttp import web
 
 from proxy.upstream import GuardedResolver, is_forbidden_address, parse_override
 
-from .conftest import TEST_RULES, StartProxy
+from .conftest import BUNDLED_RULES, StartProxy
 from .fakes import FakeVendor, Received, Reply, raw_request
 
 PUBLIC = "https://www.example.com"
@@ -258,9 +258,9 @@ async def test_upstream_timeout_is_504(
 
     vendor.reply("matomo.example.net", "/matomo.php", stall)
     vendor.reply("matomo.example.net", "/piwik.php", Reply(200, b"ok"))
-    rule = (TEST_RULES / "matomo.toml").read_text()
+    rule = (BUNDLED_RULES / "matomo.toml").read_text()
     (tmp_path / "matomo.toml").write_text(
-        rule.replace('max_body = "256KiB"', 'max_body = "256KiB"\ntimeout = "300ms"')
+        rule.replace('max_body = "2MiB"', 'max_body = "2MiB"\ntimeout = "300ms"')
     )
     proxy = await start_proxy(rules=[tmp_path], public_url=PUBLIC)
 
