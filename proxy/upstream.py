@@ -15,7 +15,7 @@ import ipaddress
 import logging
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -73,12 +73,47 @@ def parse_override(spec: str) -> Override:
     return Override(scheme, host.lower(), base)
 
 
+# IPv6 forms that carry an IPv4 address a gateway may deliver to: NAT64
+# (RFC 6052 and the local-use RFC 8215 prefix), 6to4, and deprecated
+# site-local space that some networks still route internally.
+_NAT64: Final = ipaddress.ip_network("64:ff9b::/96")
+_NAT64_LOCAL: Final = ipaddress.ip_network("64:ff9b:1::/48")
+_SITE_LOCAL: Final = ipaddress.ip_network("fec0::/10")
+_IPV4_COMPATIBLE: Final = ipaddress.ip_network("::/96")
+
+
 def is_forbidden_address(address: str) -> bool:
-    """Loopback, private, link-local, metadata and other non-public ranges."""
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    """Loopback, private, link-local, metadata and other non-public ranges.
+
+    IPv6 addresses that embed an IPv4 address are judged by that address:
+    `::ffff:169.254.169.254` or `64:ff9b::a9fe:a9fe` reach the metadata
+    service just as well as the plain form does.
+    """
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return True  # not an address at all: never connect to it
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip in _NAT64_LOCAL or ip in _SITE_LOCAL or ip.teredo is not None:
+            return True
+        embedded = _embedded_ipv4(ip)
+        if embedded is not None:
+            ip = embedded
     return not ip.is_global or ip.is_multicast
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip in _NAT64 or (ip in _IPV4_COMPATIBLE and int(ip) > 1):
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
+
+
+Lookup = Callable[[str, int], Awaitable[tuple[list[ResolveResult], float]]]
+"""A DNS source: (host, port) to (answers, seconds they may be kept)."""
 
 
 class GuardedResolver(AbstractResolver):
@@ -86,13 +121,19 @@ class GuardedResolver(AbstractResolver):
 
     aiohttp's own DNS cache keeps every answer for one fixed time; vendors
     move addresses with short TTLs, so answers live here for their own TTL
-    (bounded), and failed look-ups are retried after a few seconds.
+    (bounded), and failed look-ups are retried after a few seconds. `lookup`
+    replaces the DNS source (tests point it at fixed answers); the guard
+    applies to whatever it returns.
     """
 
-    def __init__(self, allowed_names: frozenset[str] = frozenset()) -> None:
+    def __init__(
+        self, allowed_names: frozenset[str] = frozenset(), lookup: Lookup | None = None
+    ) -> None:
         self._allowed = allowed_names
         self._cache: dict[tuple[str, int], tuple[float, list[ResolveResult]]] = {}
         self._dns: Any = None
+        self.lookup: Lookup = lookup or self._lookup
+        self.refused = 0  # look-ups refused because every answer pointed inward
 
     async def resolve(
         self, host: str, port: int = 0, family: int = socket.AF_INET
@@ -102,7 +143,7 @@ class GuardedResolver(AbstractResolver):
         if cached is not None and cached[0] > time.monotonic():
             return cached[1]
 
-        answers, ttl = await self._lookup(host, port)
+        answers, ttl = await self.lookup(host, port)
         if not answers:
             raise OSError(f"no addresses for {host}")
         allowed = host in self._allowed
@@ -110,6 +151,8 @@ class GuardedResolver(AbstractResolver):
         if not safe:
             # A vendor name that points inward is an attack or a broken zone;
             # either way we must not connect (SSRF through DNS).
+            self.refused += 1
+            log.warning("refused %s: it resolves only to non-public addresses", host)
             raise OSError(f"{host} resolves only to non-public addresses; refused")
         self._cache[key] = (time.monotonic() + ttl, safe)
         return safe
@@ -177,8 +220,9 @@ class Upstream:
     def __init__(self, overrides: tuple[Override, ...] = ()) -> None:
         self.overrides = overrides
         names = frozenset(o.base.host for o in overrides if o.base.host)
+        self.resolver = GuardedResolver(names)
         connector = aiohttp.TCPConnector(
-            resolver=GuardedResolver(names),
+            resolver=self.resolver,
             use_dns_cache=False,
             limit=0,
             limit_per_host=256,

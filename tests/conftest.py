@@ -15,7 +15,9 @@ from aiohttp import web
 from proxy.config import build_settings, rule_variables
 from proxy.rules import RuleSet, load_rules
 from proxy.server import Proxy, build_app
+from proxy.upstream import GuardedResolver
 
+from . import netguard, tally
 from .fakes import FakeVendor
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,6 +33,23 @@ def hermetic(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.upper().endswith("_PROXY") or name.startswith("TAGPROXY_"):
             monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(autouse=True)
+def net(monkeypatch: pytest.MonkeyPatch) -> netguard.NetGuard:
+    """Every connection this process makes, recorded; only loopback allowed."""
+    guard = netguard.NetGuard()
+    netguard.install(guard, monkeypatch)
+    monkeypatch.setattr(GuardedResolver, "_lookup", staticmethod(netguard.no_dns))
+    return guard
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    counts = tally.counts()
+    if counts:
+        terminalreporter.section("tagproxy suite counts")
+        for name, value in counts.items():
+            terminalreporter.write_line(f"{name}: {value}")
 
 
 @pytest.fixture
