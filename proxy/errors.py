@@ -45,8 +45,16 @@ class MethodNotAllowed(Rejection):
     status = 405
 
 
+class RequestTimeout(Rejection):
+    status = 408
+
+
 class PayloadTooLarge(Rejection):
     status = 413
+
+
+class UnsupportedMediaType(Rejection):
+    status = 415
 
 
 class UpstreamError(Rejection):

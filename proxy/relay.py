@@ -20,6 +20,7 @@ from yarl import URL
 from . import headers as h
 from .cookies import cookie_name, filter_cookie_header, rewrite_set_cookie
 from .errors import MethodNotAllowed, PayloadTooLarge, UpstreamError
+from .jsonbody import client_ip_in_body
 from .routing import Router, Target
 from .rules import IpVia, RelayRoute
 from .rules.model import RequestPolicy
@@ -116,6 +117,17 @@ def cors_headers(request: web.Request, site: Site, public_url: URL) -> dict[str,
     return {h.ACAO: origin, h.ACAC: "true"}
 
 
+def add_vary(headers: CIMultiDict[str], name: str) -> None:
+    """Name `name` in Vary once, however many Vary headers are there already."""
+    listed = {
+        v.strip().lower()
+        for value in headers.getall(h.VARY, [])
+        for v in value.split(",")
+    }
+    if name.lower() not in listed and "*" not in listed:
+        headers.add(h.VARY, name)
+
+
 def preflight(
     request: web.Request,
     route: RelayRoute,
@@ -169,6 +181,7 @@ class RelayService:
         body = await read_body(request, route.max_body)
         outcome["bytes_in"] = len(body)
         headers = request_headers(request.headers, policy, visitor)
+        body = client_ip_in_body(body, policy, visitor, request.headers, route.max_body)
         query = edit_query(target.query, policy, visitor)
         path_query = target.path + (f"?{query}" if query else "")
         prepared = self.upstream.prepare(
@@ -193,7 +206,7 @@ class RelayService:
         self._copy_headers(upstream, out, target, public_url)
         out.headers.update(cors_headers(request, self.site, public_url))
         if request.headers.get(h.ORIGIN):
-            out.headers.add(h.VARY, "Origin")
+            add_vary(out.headers, "Origin")
 
         no_body = upstream.status in _NO_BODY_STATUSES or request.method == "HEAD"
         length = upstream.content_length

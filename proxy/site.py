@@ -25,6 +25,10 @@ _HOST: Final = re.compile(
     r"[A-Za-z0-9.-]+(?::\d{1,5})?|\[[0-9A-Fa-f:.]+\](?::\d{1,5})?"
 )
 _PREFIX: Final = re.compile(r"(?:/[A-Za-z0-9._~-]+)*")
+# What a browser sends as Origin for a page on http(s): nothing else is one.
+_ORIGIN: Final = re.compile(
+    r"https?://(?:[a-z0-9.-]+|\[[0-9a-f:.]+\])(?::\d{1,5})?", re.IGNORECASE
+)
 
 
 def parse_public_url(raw: str) -> URL:
@@ -56,7 +60,14 @@ class Site:
     allowed_origins: OriginMatcher
 
     def origin_allowed(self, origin: str, public_url: URL) -> bool:
-        """Explicit origins, else the public URL's own origin and the cookie domain."""
+        """Explicit origins, else the public URL's own origin and the cookie domain.
+
+        Anything that is not a well-formed origin is refused first, so a
+        wildcard such as `https://*.shop.example` cannot match a crafted
+        value like `https://evil.test/x.shop.example`.
+        """
+        if _ORIGIN.fullmatch(origin) is None:
+            return False
         if self.allowed_origins.patterns:
             return self.allowed_origins(origin)
         url = URL(origin)

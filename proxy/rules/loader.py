@@ -465,6 +465,10 @@ def _client_ip(table: Table) -> tuple[IpPassing, ...]:
             raise table.fail("client_ip", item, f"ways are: {allowed}") from None
         if not isinstance(name, str) or not name:
             raise table.fail("client_ip", item, "needs a non-empty name")
+        if via is IpVia.JSON_BODY and not all(name.split(".")):
+            raise table.fail(
+                "client_ip", item, 'a dotted member path like "payload.ip"'
+            )
         out.append(IpPassing(via, name))
     return tuple(out)
 
