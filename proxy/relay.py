@@ -19,6 +19,7 @@ from yarl import URL
 
 from . import headers as h
 from .cookies import cookie_name, filter_cookie_header, rewrite_set_cookie
+from .envelope import envelope_target
 from .errors import MethodNotAllowed, PayloadTooLarge, UpstreamError
 from .jsonbody import client_ip_in_body
 from .routing import Router, Target
@@ -180,6 +181,9 @@ class RelayService:
 
         body = await read_body(request, route.max_body)
         outcome["bytes_in"] = len(body)
+        if route.envelope is not None:
+            encoding = request.headers.get(h.CONTENT_ENCODING, "")
+            target = envelope_target(target, route.envelope, body, encoding)
         headers = request_headers(request.headers, policy, visitor)
         body = client_ip_in_body(body, policy, visitor, request.headers, route.max_body)
         query = edit_query(target.query, policy, visitor)

@@ -7,12 +7,17 @@ connects from 127.0.0.1.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import zlib
 
 import pytest
 
+from . import tally
 from .conftest import StartProxy
-from .fakes import FakeVendor, Received, Reply, raw_request
+from .fakes import FakeVendor, RawResponse, Received, Reply, raw_request
+from .netguard import NetGuard
 
 TRUSTED = ["127.0.0.1/32", "10.0.0.0/8"]
 PUBLIC = "https://www.example.com"
@@ -201,3 +206,113 @@ async def test_f20_privacy_signals_pass(
     received = only(vendor)
     assert received.all("DNT") == ["1"]
     assert received.all("Sec-GPC") == ["1"]
+
+
+# --- F11 and F12: the envelope tunnel ----------------------------------------
+
+SENTRY = "o0.ingest.sentry.io"
+DSN = "https://0123456789abcdef0123456789abcdef@o0.ingest.sentry.io/1"
+
+
+def envelope(dsn: str, payload: bytes) -> bytes:
+    header = json.dumps({"event_id": "9ec79c33ec9942ab8353589fcb2e04dc", "dsn": dsn})
+    item = json.dumps({"type": "replay_recording", "length": len(payload)})
+    return header.encode() + b"\n" + item.encode() + b"\n" + payload
+
+
+def raw_deflate_2048() -> bytes:
+    """2048 bytes of raw deflate data holding 00 FF C3 28 (invalid UTF-8)."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    data = packer.compress(os.urandom(4096)) + packer.flush()
+    data = data[:2044]
+    return data[:1000] + b"\x00\xff\xc3\x28" + data[1000:]
+
+
+async def post_tunnel(port: int, body: bytes) -> RawResponse:
+    return await raw_request(
+        port,
+        "POST /se/tunnel HTTP/1.1\nHost: www.example.com\n"
+        "Content-Type: text/plain;charset=UTF-8\n"
+        f"Content-Length: {len(body)}\nConnection: close\n",
+        body,
+    )
+
+
+async def test_f11_binary_envelope_byte_exact(
+    vendor: FakeVendor, start_proxy: StartProxy, net: NetGuard
+) -> None:
+    vendor.reply(SENTRY, "/api/1/envelope/", Reply(200, b'{"id":"x"}'))
+    proxy = await start_proxy(public_url=PUBLIC)
+    payload = raw_deflate_2048()
+    assert len(payload) == 2048 and b"\x00\xff\xc3\x28" in payload
+    body = envelope(DSN, payload)
+
+    mark = net.mark()
+    response = await post_tunnel(proxy.port, body)
+    assert response.status == 200
+
+    received = only(vendor)
+    assert received.host == SENTRY
+    assert received.raw_path == "/api/1/envelope/"
+    assert len(received.body) == len(body)
+    assert hashlib.sha256(received.body).digest() == hashlib.sha256(body).digest()
+    assert received.header("Content-Type") == "text/plain;charset=UTF-8"
+    assert net.foreign([proxy.port, vendor.port], mark) == []
+
+
+# F12: DSNs naming anything but the tunnel's host and project.
+@pytest.mark.parametrize(
+    ("dsn", "status"),
+    [
+        ("https://k@attacker.example.org/1", 403),
+        ("https://0123456789abcdef@attacker.example.org/1", 403),
+        ("https://k@o0.ingest.sentry.io.attacker.example.org/1", 403),
+        ("https://k@o0.ingest.sentry.io:8443/1", 403),
+        ("http://k@o0.ingest.sentry.io/1", 403),
+        ("https://k@o0.ingest.sentry.io/2", 403),
+        ("https://k@o0.ingest.sentry.io/1/../2", 403),
+        ("https://k@o0.ingest.sentry.io/api/1/store/", 403),
+        ("https://k@127.0.0.1/1", 403),
+        ("https://k@169.254.169.254/1", 403),
+        ("https://o0.ingest.sentry.io/1", 400),
+        ("not a dsn", 403),
+    ],
+)
+async def test_f12_dsn_naming_another_destination(
+    vendor: FakeVendor, start_proxy: StartProxy, net: NetGuard, dsn: str, status: int
+) -> None:
+    proxy = await start_proxy(public_url=PUBLIC)
+    mark = net.mark()
+    response = await post_tunnel(proxy.port, envelope(dsn, b"{}"))
+    tally.add("ssrf cases tried")
+    assert response.status == status
+    assert vendor.received == []
+    assert net.foreign([proxy.port], mark) == []
+
+
+async def test_f12_malformed_envelopes_refused(
+    vendor: FakeVendor, start_proxy: StartProxy
+) -> None:
+    proxy = await start_proxy(public_url=PUBLIC)
+    for body in (b"", b"\xff\xfe", b"[1]\n", b'{"dsn": 1}\n', b"{" * 70000):
+        response = await post_tunnel(proxy.port, body)
+        assert response.status == 400, body[:20]
+    assert vendor.received == []
+
+
+async def test_f12_redirect_to_metadata_not_followed(
+    vendor: FakeVendor, start_proxy: StartProxy, net: NetGuard
+) -> None:
+    vendor.reply(
+        SENTRY,
+        "/api/1/envelope/",
+        Reply(302, b"", [("Location", "http://169.254.169.254/latest/meta-data/")]),
+    )
+    proxy = await start_proxy(public_url=PUBLIC)
+    mark = net.mark()
+    response = await post_tunnel(proxy.port, envelope(DSN, b"{}"))
+    tally.add("ssrf cases tried")
+    assert response.status == 502
+    assert response.all("Location") == []
+    assert len(vendor.received) == 1
+    assert net.foreign([proxy.port, vendor.port], mark) == []

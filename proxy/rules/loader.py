@@ -20,6 +20,7 @@ from ..rewrite.shim import js_label_pattern
 from .model import (
     DNS_LABEL,
     CacheMode,
+    EnvelopeTunnel,
     ExtraRewrite,
     IpPassing,
     IpVia,
@@ -47,6 +48,7 @@ COOKIE_PATTERN: Final = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")
 DURATION: Final = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?")
 SIZE: Final = re.compile(r"(\d+)\s*(B|KB|KiB|MB|MiB|GB|GiB)?")
 RESERVED_MOUNTS: Final = frozenset({"/_tagproxy"})
+PROJECT_ID: Final = re.compile(r"[0-9]{1,20}")
 
 _DURATION_UNITS: Final = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _SIZE_UNITS: Final = {
@@ -376,9 +378,23 @@ def _relay(table: Table, hosts: tuple[UpstreamHost, ...]) -> RelayRoute:
         methods=methods | {"OPTIONS"},
         max_body=table.size("max_body", 64 * 1024),
         timeouts=_timeouts(table, connect=5, total=10),
+        envelope=_envelope(table, host),
     )
     table.done()
     return route
+
+
+def _envelope(table: Table, host: UpstreamHost) -> EnvelopeTunnel | None:
+    if "envelope" not in table.data:
+        return None
+    tunnel = table.table("envelope")
+    projects = tunnel.strings("projects")
+    if not projects or not all(PROJECT_ID.fullmatch(p) for p in projects):
+        raise tunnel.fail("projects", list(projects), 'list project IDs, e.g. ["1"]')
+    if host.is_pattern:
+        raise table.fail("host", host.host, "an envelope tunnel needs a concrete host")
+    tunnel.done()
+    return EnvelopeTunnel(frozenset(projects))
 
 
 def _rewrite(table: Table) -> ExtraRewrite:

@@ -150,8 +150,25 @@ class ScriptRoute:
 
 
 @dataclass(frozen=True, slots=True)
+class EnvelopeTunnel:
+    """An error-reporting envelope tunnel: the destination is read from the body.
+
+    Browser SDKs post envelopes to the site (`tunnel`) so ad blockers do not
+    drop them; each envelope's first line names its DSN. Only DSNs naming the
+    route's own host and one of `projects` are forwarded, to the project's
+    envelope endpoint; the client never picks a host or a path.
+    """
+
+    projects: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
 class RelayRoute:
-    """Upstream paths relayed as they are, under the rule's policies."""
+    """Upstream paths relayed as they are, under the rule's policies.
+
+    With `envelope` set, `paths` are where envelopes are accepted and the
+    upstream path comes from each envelope's DSN instead.
+    """
 
     host: UpstreamHost
     paths: PathMatcher
@@ -159,6 +176,7 @@ class RelayRoute:
     max_body: int
     timeouts: Timeouts
     kind: str = "relay"
+    envelope: EnvelopeTunnel | None = None
 
 
 Route = ScriptRoute | RelayRoute
