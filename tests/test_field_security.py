@@ -244,7 +244,8 @@ async def test_f11_binary_envelope_byte_exact(
     vendor.reply(SENTRY, "/api/1/envelope/", Reply(200, b'{"id":"x"}'))
     proxy = await start_proxy(public_url=PUBLIC)
     payload = raw_deflate_2048()
-    assert len(payload) == 2048 and b"\x00\xff\xc3\x28" in payload
+    assert len(payload) == 2048
+    assert b"\x00\xff\xc3\x28" in payload
     body = envelope(DSN, payload)
 
     mark = net.mark()
