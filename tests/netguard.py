@@ -10,7 +10,7 @@ that no request reached anything but the fake vendor.
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -68,11 +68,16 @@ def install(guard: NetGuard, monkeypatch: Any) -> None:
 
 
 async def no_dns(host: str, port: int) -> tuple[list[ResolveResult], float]:
-    """The DNS source every test starts with: none at all."""
+    """The DNS source every test starts with: localhost only, no queries."""
+    if host == "localhost":
+        return await fixed_dns({"localhost": ["127.0.0.1", "::1"]})(host, port)
     raise OSError(f"test net guard: no real DNS in tests (asked for {host})")
 
 
-def fixed_dns(answers: dict[str, list[str]], port: int | None = None) -> Any:
+Lookup = Callable[[str, int], Awaitable[tuple[list[ResolveResult], float]]]
+
+
+def fixed_dns(answers: dict[str, list[str]], port: int | None = None) -> Lookup:
     """A DNS source with fixed answers; `port` redirects to a local listener.
 
     aiohttp connects to the port in each answer, so a test can point a
