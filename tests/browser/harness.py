@@ -4,22 +4,27 @@ The browser sees three origins, all on 127.0.0.1 through Chromium's host
 resolver rules (every host name maps to loopback, so a leaked request can
 never leave the machine):
 
-- the site, ``http://www.shop.test:<port>``, serving the pages a test writes;
-- tagproxy, ``http://metrics.shop.test:<port>`` (the CNAME shape), started
+- the site, ``https://www.shop.test:<port>``, serving the pages a test writes;
+- tagproxy, ``https://metrics.shop.test:<port>`` (the CNAME shape), started
   in-process with every vendor host overridden to the fake vendor;
 - whatever else a script asks for, which the harness records as off-site.
 
 Every request the page makes (including WebSocket handshakes), every page
 error, console error and failed request is recorded on :class:`BrowserRun`,
 which also offers the assertions the vendor tests share.
+
+Both origins speak TLS with a certificate from a throw-away test CA, as in
+production: vendor scripts build "https://" URLs and set Secure cookies.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import io
 import socket
+import ssl
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
@@ -27,6 +32,7 @@ from pathlib import Path
 from typing import Final
 from urllib.parse import parse_qsl, urlsplit
 
+import trustme
 from aiohttp import web
 from playwright.async_api import (
     BrowserContext,
@@ -68,7 +74,8 @@ CHROMIUM_ARGS: Final = (
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
-    "--disable-features=HttpsUpgrades,HttpsFirstBalancedModeAutoEnable",
+    # The test CA is not installed in the fresh profile.
+    "--ignore-certificate-errors",
     # Every name resolves to loopback: a request the proxy failed to make
     # first-party is recorded here and refused locally, never sent out.
     "--host-resolver-rules=MAP * 127.0.0.1",
@@ -113,6 +120,18 @@ def free_socket() -> socket.socket:
     return sock
 
 
+@functools.cache
+def _certificate() -> trustme.LeafCert:
+    return trustme.CA().issue_cert(SITE_HOST, PROXY_HOST, "*." + COOKIE_DOMAIN)
+
+
+def tls_context() -> ssl.SSLContext:
+    """A server context for the site and tagproxy names, from a test CA."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    _certificate().configure_cert(context)
+    return context
+
+
 def cookie_names(received: Received) -> set[str]:
     names: set[str] = set()
     for value in received.all("Cookie"):
@@ -143,7 +162,7 @@ class SiteServer:
         await self.runner.setup()
         sock = free_socket()
         self.port = sock.getsockname()[1]
-        await web.SockSite(self.runner, sock).start()
+        await web.SockSite(self.runner, sock, ssl_context=tls_context()).start()
 
     async def stop(self) -> None:
         if self.runner is not None:
@@ -170,7 +189,7 @@ class TagproxyServer:
 
     @property
     def public_url(self) -> str:
-        return f"http://{PROXY_HOST}:{self.port}"
+        return f"https://{PROXY_HOST}:{self.port}"
 
     async def start(self) -> None:
         sock = free_socket()
@@ -198,7 +217,7 @@ class TagproxyServer:
             build_app(Proxy(settings, self.loaded)), access_log=None
         )
         await self.runner.setup()
-        await web.SockSite(self.runner, sock).start()
+        await web.SockSite(self.runner, sock, ssl_context=tls_context()).start()
 
     async def stop(self) -> None:
         if self.runner is not None:
@@ -228,7 +247,7 @@ class BrowserRun:
 
     @property
     def site_url(self) -> str:
-        return f"http://{SITE_HOST}:{self.site.port}"
+        return f"https://{SITE_HOST}:{self.site.port}"
 
     @property
     def proxy_url(self) -> str:
@@ -266,7 +285,13 @@ class BrowserRun:
         jar = {**SITE_COOKIES, **(cookies or {})}
         await self.context.add_cookies(
             [
-                {"name": k, "value": v, "domain": "." + COOKIE_DOMAIN, "path": "/"}
+                {
+                    "name": k,
+                    "value": v,
+                    "domain": "." + COOKIE_DOMAIN,
+                    "path": "/",
+                    "secure": True,
+                }
                 for k, v in jar.items()
             ]
         )

@@ -22,10 +22,10 @@ async def test_direct_vendor_request_is_recorded_and_never_leaves(
 
     leaked = {r.url for r in run.offsite()}
     assert "https://plausible.io/api/event" in leaked
-    assert "http://www.google-analytics.com/g/collect?v=2" in leaked
+    assert "https://www.google-analytics.com/g/collect?v=2" in leaked
     with pytest.raises(AssertionError, match="off-site requests"):
         run.assert_only_first_party()
-    # Mapped to 127.0.0.1:443 and :80, where nothing listens: the fake
+    # Mapped to 127.0.0.1:443, where nothing listens: the fake
     # vendor (and the internet) never saw them.
     assert run.vendor.received == []
 
