@@ -179,6 +179,9 @@ def host_targets(rules: RuleSet, public_url: URL) -> list[HostTarget]:
                     base_url=base + host.prefix + label,
                     label=host.label.pattern if host.label else None,
                     bare=host.bare,
+                    paths=tuple(
+                        p for r in rule.routes_for(host) for p in r.paths.patterns
+                    ),
                 )
             )
     return targets

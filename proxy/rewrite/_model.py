@@ -45,12 +45,16 @@ class HostTarget:
     exactly one DNS label; ``base_url`` then contains ``{label}``, filled with
     the matched label, and ``label`` optionally restricts which labels match.
     ``bare`` also rewrites string literals that start with the bare host.
+    ``paths`` are the upstream path globs tagproxy routes for this host
+    (``*`` within a segment, ``**`` across); the runtime shim maps only URLs
+    on them, so a URL tagproxy could not serve is left as it is. Empty: any.
     """
 
     host: str
     base_url: str
     label: str | None = None
     bare: bool = False
+    paths: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,25 +19,29 @@
     return;
   }
 
-  var exact = Object.create(null); // "host" -> base URL
-  var bySuffix = Object.create(null); // "suffix" -> [{label: RegExp|null, base}]
+  var exact = Object.create(null); // "host" -> {base, paths}
+  var bySuffix = Object.create(null); // "suffix" -> [{label, base, paths}]
+
+  function compiled(entry) {
+    return {
+      key: entry.label + " " + entry.base,
+      label: entry.label ? new RegExp(entry.label, "i") : null,
+      base: entry.base,
+      // The route paths tagproxy serves for this host; others stay as they are.
+      paths: entry.paths ? new RegExp(entry.paths) : null,
+    };
+  }
 
   function add(cfg) {
-    var i, p, list;
+    var i, entry, list;
     for (i = 0; i < cfg.hosts.length; i++) {
-      exact[cfg.hosts[i][0]] = cfg.hosts[i][1];
+      exact[cfg.hosts[i].host] = compiled(cfg.hosts[i]);
     }
     for (i = 0; i < cfg.patterns.length; i++) {
-      p = cfg.patterns[i];
-      list = bySuffix[p.suffix] || (bySuffix[p.suffix] = []);
-      if (list.some(function (q) { return q.source === p.label && q.base === p.base; })) {
-        continue;
-      }
-      list.push({
-        source: p.label,
-        label: p.label === null ? null : new RegExp(p.label, "i"),
-        base: p.base,
-      });
+      entry = compiled(cfg.patterns[i]);
+      list = bySuffix[cfg.patterns[i].suffix] || (bySuffix[cfg.patterns[i].suffix] = []);
+      if (list.some(function (known) { return known.key === entry.key; })) continue;
+      list.push(entry);
       // A restricted label is more specific than "any label": tried first.
       list.sort(function (a, b) { return (a.label === null) - (b.label === null); });
     }
@@ -46,16 +50,22 @@
   var DNS_LABEL = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/;
   var WEB_SCHEMES = { "http:": 1, "https:": 1, "ws:": 1, "wss:": 1 };
 
-  function baseFor(host) {
-    if (exact[host]) return exact[host];
+  function served(entry, path) {
+    return entry.paths === null || entry.paths.test(path);
+  }
+
+  function baseFor(host, path) {
+    var entry = exact[host];
+    if (entry) return served(entry, path) ? entry.base : null;
     var dot = host.indexOf(".");
     if (dot < 1) return null;
     var label = host.slice(0, dot);
     var list = bySuffix[host.slice(dot + 1)];
     if (!list || !DNS_LABEL.test(label)) return null;
     for (var i = 0; i < list.length; i++) {
-      if (list[i].label === null || list[i].label.test(label)) {
-        return list[i].base.replace("{label}", label);
+      entry = list[i];
+      if ((entry.label === null || entry.label.test(label)) && served(entry, path)) {
+        return entry.base.replace("{label}", label);
       }
     }
     return null;
@@ -78,7 +88,7 @@
     }
     // A non-default port names another service, as in static rewriting.
     if (!WEB_SCHEMES[url.protocol] || url.port !== "" || url.username) return null;
-    var base = baseFor(url.hostname.toLowerCase());
+    var base = baseFor(url.hostname.toLowerCase(), url.pathname);
     if (base === null) return null;
     if (url.protocol === "ws:" || url.protocol === "wss:") {
       base = base.replace(/^http/, "ws");
@@ -110,15 +120,35 @@
     });
   }
 
+  var REQUEST_FIELDS = ["method", "headers", "mode", "credentials", "cache",
+    "redirect", "referrer", "referrerPolicy", "integrity", "keepalive", "signal"];
+
+  // A Request with a body cannot simply be re-addressed: new Request(url,
+  // request) turns its body into a stream, which browsers send only over
+  // HTTP/2. The body is read first and passed as bytes instead.
+  function readdressed(request, to) {
+    if (request.method === "GET" || request.method === "HEAD") {
+      return Promise.resolve(new Request(to, request));
+    }
+    return request.arrayBuffer().then(function (body) {
+      var init = { body: body };
+      REQUEST_FIELDS.forEach(function (name) { init[name] = request[name]; });
+      if (init.mode === "navigate") init.mode = "same-origin";
+      return new Request(to, init);
+    });
+  }
+
   wrapMethod(global, "fetch", function (original) {
     return function fetch(input, init) {
+      var self = this;
       if (typeof Request !== "undefined" && input instanceof Request) {
         var to = mapped(input.url);
-        if (to !== null) input = new Request(to, input);
-      } else {
-        input = map(input);
+        if (to === null) return original.call(self, input, init);
+        return readdressed(input, to).then(function (request) {
+          return original.call(self, request, init);
+        });
       }
-      return original.call(this, input, init);
+      return original.call(self, map(input), init);
     };
   });
 

@@ -69,20 +69,32 @@ def js_label_pattern(label: str) -> str:
     return f"^(?:{label})$"
 
 
+def js_path_pattern(globs: Sequence[str]) -> str | None:
+    """One JavaScript RegExp source for route path globs; None means any path."""
+    if not globs:
+        return None
+    parts = []
+    for glob in globs:
+        escaped = re.sub(r"[\\^$.|?+()\[\]{}/-]", lambda m: "\\" + m[0], glob)
+        parts.append(
+            escaped.replace("**", "\0").replace("*", "[^/]*").replace("\0", ".*")
+        )
+    return "^(?:" + "|".join(parts) + ")$"
+
+
 def shim_config(targets: Sequence[HostTarget]) -> dict[str, object]:
     """The host map the shim needs, as plain JSON-able values."""
-    hosts: list[list[str]] = []
+    hosts: list[dict[str, str | None]] = []
     patterns: list[dict[str, str | None]] = []
     for target in targets:
+        entry = {"base": target.base_url, "paths": js_path_pattern(target.paths)}
         if not target.host.startswith("*."):
-            hosts.append([target.host, target.base_url])
+            hosts.append({"host": target.host, **entry})
             continue
         if target.base_url.count(_LABEL_SLOT) != 1:
             raise ValueError(f"base_url of {target.host!r} needs one {_LABEL_SLOT}")
         label = None if target.label is None else js_label_pattern(target.label)
-        patterns.append(
-            {"suffix": target.host[2:], "label": label, "base": target.base_url}
-        )
+        patterns.append({"suffix": target.host[2:], "label": label, **entry})
     return {"hosts": hosts, "patterns": patterns}
 
 
