@@ -20,20 +20,20 @@
   script.src = base + "/hit" + q + "&via=script";
   document.head.appendChild(script);
   var frame = document.createElement("iframe");
-  frame.name = "acme_sink";
+  frame.name = "acme_sink_" + Math.random().toString(36).slice(2);
   frame.src = "https://cdn.acme.example/frame.html";
   frame.onload = function () {
     frame.onload = null; // the form post loads the frame again
-    submitForm(base + "/form" + q);
+    submitForm(base + "/form" + q, frame.name);
   };
   document.body.appendChild(frame);
 })();
 
 // A hidden form posting into the iframe, once the iframe has loaded.
-function submitForm(action) {
+function submitForm(action, target) {
   var form = document.createElement("form");
   form.method = "POST";
-  form.target = "acme_sink";
+  form.target = target;
   form.action = action;
   var field = document.createElement("input");
   field.name = "ev";
