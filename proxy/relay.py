@@ -34,6 +34,7 @@ _CHUNK: Final = 64 * 1024
 _NO_BODY_STATUSES: Final = frozenset({204, 304})
 _REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
 _PREFLIGHT_MAX_AGE: Final = "600"
+_DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 
 
 async def read_body(request: web.Request, limit: int) -> bytes:
@@ -286,6 +287,7 @@ class RelayService:
             owner is None
             or owner[0] is not target.rule
             or absolute.scheme != owner[1].scheme
+            or absolute.port != _DEFAULT_PORTS[owner[1].scheme]
         ):
             if status in _REDIRECTS:
                 raise UpstreamError(
