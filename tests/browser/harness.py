@@ -33,6 +33,7 @@ from typing import Final
 from urllib.parse import parse_qsl, urlsplit
 
 import trustme
+import aiohttp
 from aiohttp import web
 from playwright.async_api import (
     BrowserContext,
@@ -300,6 +301,17 @@ class BrowserRun:
             f"<title>shop</title></head><body>{body_html}</body></html>"
         )
         await self.page.goto(self.site_url + "/", wait_until="load")
+
+    async def proxy_get(
+        self, path_query: str, method: str = "GET"
+    ) -> tuple[int, bytes]:
+        """Ask tagproxy directly (not through the page): status and body."""
+        url = f"https://127.0.0.1:{self.tagproxy.port}{path_query}"
+        async with (
+            aiohttp.ClientSession() as session,
+            session.request(method, url, ssl=False) as response,
+        ):
+            return response.status, await response.read()
 
     # --- waiting -------------------------------------------------------------
 
