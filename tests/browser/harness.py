@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import Final
 from urllib.parse import parse_qsl, urlsplit
 
-import trustme
 import aiohttp
+import trustme
 from aiohttp import web
 from playwright.async_api import (
     BrowserContext,
