@@ -10,6 +10,7 @@ borrow someone else's identity at the vendor.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -78,6 +79,9 @@ def _hops(values: Sequence[str]) -> list[str]:
     return [hop.strip() for value in values for hop in value.split(",") if hop.strip()]
 
 
+# Peers and forwarding chains repeat (keep-alive connections, a load balancer's
+# few addresses); parsing one is the costliest step of finding the visitor.
+@functools.lru_cache(maxsize=4096)
 def _parse(text: str | None) -> Address | None:
     if not text:
         return None

@@ -31,6 +31,7 @@ from .upstream import Upstream, translate
 log = logging.getLogger(__name__)
 
 _CHUNK: Final = 64 * 1024
+_WHOLE_BODY_MAX: Final = 64 * 1024
 _NO_BODY_STATUSES: Final = frozenset({204, 304})
 _REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
 _PREFLIGHT_MAX_AGE: Final = "600"
@@ -57,6 +58,13 @@ async def read_body(request: web.Request, limit: int) -> bytes:
             )
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+async def _read_whole(upstream: aiohttp.ClientResponse, host: str) -> bytes:
+    try:
+        return await upstream.read()
+    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        raise translate(exc, host) from exc
 
 
 def connection_tokens(headers: CIMultiDictProxy[str]) -> frozenset[str]:
@@ -207,14 +215,25 @@ class RelayService:
         target: Target,
         public_url: URL,
     ) -> web.StreamResponse:
-        out = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+        no_body = upstream.status in _NO_BODY_STATUSES or request.method == "HEAD"
+        length = upstream.content_length
+        out: web.StreamResponse
+        if not no_body and length is not None and length <= _WHOLE_BODY_MAX:
+            # Beacon answers are a few bytes: read whole, they leave with the
+            # headers in one write instead of two.
+            body = await _read_whole(upstream, target.upstream_host)
+            out = web.Response(
+                status=upstream.status, reason=upstream.reason, body=body
+            )
+        else:
+            out = web.StreamResponse(status=upstream.status, reason=upstream.reason)
         self._copy_headers(upstream, out, target, public_url)
         out.headers.update(cors_headers(request, self.site, public_url))
         if request.headers.get(h.ORIGIN):
             add_vary(out.headers, "Origin")
+        if isinstance(out, web.Response):
+            return out
 
-        no_body = upstream.status in _NO_BODY_STATUSES or request.method == "HEAD"
-        length = upstream.content_length
         if no_body:
             if request.method == "HEAD" and length is not None:
                 out.headers[h.CONTENT_LENGTH] = str(length)

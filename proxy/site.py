@@ -11,6 +11,7 @@ trusted proxy sent them.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import re
 from dataclasses import dataclass
 from typing import Final
@@ -70,12 +71,11 @@ class Site:
             return False
         if self.allowed_origins.patterns:
             return self.allowed_origins(origin)
-        url = URL(origin)
-        if origin == str(public_url.origin()):
+        if origin == _origin_of(public_url):
             return True
-        host = url.host or ""
+        scheme, host = _scheme_and_host(origin)
         domain = self.cookie_domain
-        if domain is None or url.scheme != public_url.scheme:
+        if domain is None or scheme != public_url.scheme:
             return False
         return host == domain or host.endswith("." + domain)
 
@@ -94,11 +94,29 @@ def derive_public_url(request: web.Request, trusted_peer: bool) -> URL:
         scheme = _first(request.headers.get(h.X_FORWARDED_PROTO)) or scheme
         host = _first(request.headers.get(h.X_FORWARDED_HOST)) or host
         prefix = _first(request.headers.get(h.X_FORWARDED_PREFIX)).rstrip("/")
+    return _public_url(scheme, host, prefix)
+
+
+# The same few hosts and origins come on every request: validate and parse
+# each once. Failures raise, and lru_cache does not keep those.
+@functools.lru_cache(maxsize=1024)
+def _public_url(scheme: str, host: str, prefix: str) -> URL:
     if scheme not in ("http", "https") or _HOST.fullmatch(host) is None:
         raise BadRequest("missing or malformed Host header")
     if _PREFIX.fullmatch(prefix) is None:
         raise BadRequest("malformed X-Forwarded-Prefix")
     return URL(f"{scheme}://{host.lower()}{prefix}", encoded=True)
+
+
+@functools.lru_cache(maxsize=256)
+def _origin_of(public_url: URL) -> str:
+    return str(public_url.origin())
+
+
+@functools.lru_cache(maxsize=1024)
+def _scheme_and_host(origin: str) -> tuple[str, str]:
+    url = URL(origin)
+    return url.scheme, url.host or ""
 
 
 def _first(value: str | None) -> str:

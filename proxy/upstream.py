@@ -26,6 +26,7 @@ from yarl import URL
 
 from . import exchange
 from .errors import ConfigError, UpstreamError, UpstreamTimeout
+from .headers import HOST
 from .rules.model import Timeouts
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,7 @@ _MIN_TTL: Final = 5.0
 _MAX_TTL: Final = 300.0
 _NEGATIVE_TTL: Final = 5.0
 _DNS_TIMEOUT: Final = 5.0
+_MAX_BASES: Final = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,15 +240,40 @@ class Upstream:
             raise_for_status=False,
         )
 
+        # Per-request work built once: where each vendor origin connects, and
+        # the client timeout object of each route's timeouts.
+        self._bases: dict[tuple[str, str], str] = {}
+        self._timeouts: dict[Timeouts, aiohttp.ClientTimeout] = {}
+
     async def close(self) -> None:
         await self.session.close()
 
     def prepare(self, scheme: str, host: str, path_and_query: str) -> Prepared:
+        base = self._bases.get((scheme, host))
+        if base is None:
+            base = self._base(scheme, host)
+        return Prepared(URL(base + path_and_query, encoded=True), host)
+
+    def _base(self, scheme: str, host: str) -> str:
+        base = f"{scheme}://{host}"
         for override in self.overrides:
             if override.matches(scheme, host):
                 base = str(override.base).rstrip("/")
-                return Prepared(URL(base + path_and_query, encoded=True), host)
-        return Prepared(URL(f"{scheme}://{host}{path_and_query}", encoded=True), host)
+                break
+        # Hosts come from rules, but a pattern host has many concrete names.
+        if len(self._bases) >= _MAX_BASES:
+            self._bases.clear()
+        self._bases[(scheme, host)] = base
+        return base
+
+    def _timeout(self, timeouts: Timeouts) -> aiohttp.ClientTimeout:
+        timeout = self._timeouts.get(timeouts)
+        if timeout is None:
+            timeout = aiohttp.ClientTimeout(
+                total=timeouts.total, sock_connect=timeouts.connect
+            )
+            self._timeouts[timeouts] = timeout
+        return timeout
 
     async def request(
         self,
@@ -256,12 +283,14 @@ class Upstream:
         body: bytes | None,
         timeouts: Timeouts,
     ) -> aiohttp.ClientResponse:
-        """Send one request; errors become UpstreamError (502) or UpstreamTimeout."""
-        timeout = aiohttp.ClientTimeout(
-            total=timeouts.total, sock_connect=timeouts.connect
-        )
-        all_headers = CIMultiDict(headers)
-        all_headers["Host"] = prepared.host_header
+        """Send one request; errors become UpstreamError (502) or UpstreamTimeout.
+
+        A CIMultiDict of headers is taken over (Host is set in it), not copied.
+        """
+        all_headers = headers if isinstance(headers, CIMultiDict) else None
+        if all_headers is None:
+            all_headers = CIMultiDict(headers)
+        all_headers[HOST] = prepared.host_header
         started = time.monotonic()
         try:
             response = await self.session.request(
@@ -270,7 +299,7 @@ class Upstream:
                 headers=all_headers,
                 data=body,
                 allow_redirects=False,
-                timeout=timeout,
+                timeout=self._timeout(timeouts),
                 compress=None,
                 chunked=None,
             )
