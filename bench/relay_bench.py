@@ -148,7 +148,7 @@ def bench(opts: Options, scratch: Path) -> list[Report]:
     with running(sink):
         relays = start_relays(scratch, sink)
         with running(*relays):
-            nginx, bare, proxy = relays
+            _, bare, proxy = relays
             cold = [cold_run(bare, opts, scratch), cold_run(proxy, opts, scratch)]
             get = fixtures.beacon_get()
             post = fixtures.beacon_post()
