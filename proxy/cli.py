@@ -122,6 +122,14 @@ def _parser() -> argparse.ArgumentParser:
         "used for scripts cached per geo",
     )
     serve.add_argument(
+        "--consent",
+        default=env["consent"],
+        metavar="PRESET|FILE",
+        help="how the site records consent: a preset (cookiebot, complianz, "
+        "cookieyes, onetrust) or a TOML file; see docs/privacy.md "
+        "(default: no consent cookie is read)",
+    )
+    serve.add_argument(
         "--log-format", choices=("plain", "json"), default=env["log_format"]
     )
     serve.add_argument(
@@ -246,6 +254,7 @@ def _serve(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         rule_vars=args.rule_var or env["rule_var"],
         environ=os.environ,
+        consent=args.consent,
     )
     _setup_logging(settings)
     rules = load_rules(settings.rules, settings.variables)

@@ -16,6 +16,7 @@ from yarl import URL
 
 from .clientip import Trust, parse_networks
 from .errors import ConfigError
+from .privacy.consent import ConsentConfig, load_consent
 from .rules.variables import RuleVariables, parse_rule_vars
 from .site import OriginMatcher, Site, parse_public_url
 from .upstream import Override, parse_override
@@ -50,6 +51,7 @@ class Settings:
     trust: Trust = field(default_factory=Trust)
     overrides: tuple[Override, ...] = ()
     geo_header: str | None = None
+    consent: ConsentConfig | None = None  # how the site records consent
     log_format: str = "plain"
     log_level: str = "INFO"
     variables: RuleVariables = field(default_factory=RuleVariables)
@@ -75,6 +77,7 @@ def build_settings(
     log_level: str,
     rule_vars: Sequence[str] = (),
     environ: Mapping[str, str] | None = None,
+    consent: str | None = None,
 ) -> Settings:
     """Validate raw option values into Settings, naming the option on error."""
     public = parse_public_url(public_url) if public_url else None
@@ -103,6 +106,7 @@ def build_settings(
         trust=Trust(parse_networks(trusted_proxies), tuple(client_ip_headers)),
         overrides=tuple(parse_override(o) for o in overrides),
         geo_header=geo_header or None,
+        consent=load_consent(consent) if consent else None,
         log_format=log_format,
         log_level=log_level.upper(),
         variables=rule_variables(rule_vars, environ or {}),
@@ -134,6 +138,7 @@ def env_defaults(environ: Mapping[str, str] | None = None) -> dict[str, object]:
         "client_ip_header": env_list(env.get(env_name("client-ip-header"))),
         "upstream_override": env_list(env.get(env_name("upstream-override"))),
         "geo_header": env.get(env_name("geo-header")),
+        "consent": env.get(env_name("consent")),
         "log_format": env.get(env_name("log-format"), "plain"),
         "log_level": env.get(env_name("log-level"), "INFO"),
         "rule_var": env_list(env.get(env_name("rule-var"))),

@@ -23,6 +23,7 @@ UPSTREAM_SECONDS: Final = "upstream_s"
 CACHE: Final = "cache"
 BYTES_IN: Final = "bytes_in"
 ERROR: Final = "error"
+PRIVACY: Final = "privacy"  # what a privacy policy did: "drop:consent", ...
 
 _current: ContextVar[Record | None] = ContextVar("tagproxy_exchange", default=None)
 

@@ -31,11 +31,15 @@ Edit = tuple[int, int, str]  # start, end, replacement (character offsets)
 def client_ip_in_body(
     body: bytes,
     policy: RequestPolicy,
-    visitor: str,
+    visitor: str | None,
     headers: Mapping[str, str],
     limit: int,
 ) -> bytes:
-    """The body with the visitor's address at every JSON member the rule names."""
+    """The body with the visitor's address at every JSON member the rule names.
+
+    A withheld address (None) is written as null, so a value the client put
+    there never stands in for it.
+    """
     paths = [way.name for way in policy.client_ip if way.via is IpVia.JSON_BODY]
     if not paths or not body:
         return body
@@ -46,7 +50,11 @@ def client_ip_in_body(
 
 
 def set_member(
-    body: bytes, path: Sequence[str], value: str, encoding: str = "", limit: int = 0
+    body: bytes,
+    path: Sequence[str],
+    value: str | None,
+    encoding: str = "",
+    limit: int = 0,
 ) -> bytes:
     """`body` with the member at `path` set to the string `value`.
 

@@ -17,11 +17,13 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
+from . import exchange, metrics
 from . import headers as h
 from .cookies import cookie_name, filter_cookie_header, rewrite_set_cookie
 from .envelope import envelope_target
 from .errors import MethodNotAllowed, PayloadTooLarge, UpstreamError
 from .jsonbody import client_ip_in_body
+from .privacy import Decision, Privacy
 from .routing import Router, Target
 from .rules import IpVia, RelayRoute
 from .rules.model import RequestPolicy
@@ -76,7 +78,7 @@ def connection_tokens(headers: CIMultiDictProxy[str]) -> frozenset[str]:
 
 
 def request_headers(
-    incoming: CIMultiDictProxy[str], policy: RequestPolicy, visitor: str
+    incoming: CIMultiDictProxy[str], policy: RequestPolicy, visitor: str | None
 ) -> CIMultiDict[str]:
     """The headers the vendor gets: allowlisted, named cookies, the visitor IP."""
     hop = connection_tokens(incoming)
@@ -92,12 +94,12 @@ def request_headers(
     for name, value in policy.set_headers:
         out[name] = value
     for way in policy.client_ip:
-        if way.via is IpVia.HEADER:
+        if way.via is IpVia.HEADER and visitor is not None:
             out[way.name] = visitor
     return out
 
 
-def edit_query(raw: str, policy: RequestPolicy, visitor: str) -> str:
+def edit_query(raw: str, policy: RequestPolicy, visitor: str | None) -> str:
     """The raw query with only the rule's edits; untouched pieces stay byte-exact."""
     ip_params = [w.name for w in policy.client_ip if w.via is IpVia.QUERY]
     if not (policy.drop_query or policy.set_query or policy.rename_query or ip_params):
@@ -115,7 +117,8 @@ def edit_query(raw: str, policy: RequestPolicy, visitor: str) -> str:
         if decoded in policy.rename_query:
             piece = f"{quote(policy.rename_query[decoded], safe='')}{sep}{value}"
         pieces.append(piece)
-    for name, value in (*policy.set_query, *((p, visitor) for p in ip_params)):
+    ip_values = [(p, visitor) for p in ip_params] if visitor is not None else []
+    for name, value in (*policy.set_query, *ip_values):
         pieces.append(f"{quote(name, safe='')}={quote(value, safe='')}")
     return "&".join(pieces)
 
@@ -166,10 +169,17 @@ def _preflight_ok(name: str, policy: RequestPolicy) -> bool:
 
 
 class RelayService:
-    def __init__(self, upstream: Upstream, router: Router, site: Site) -> None:
+    def __init__(
+        self,
+        upstream: Upstream,
+        router: Router,
+        site: Site,
+        privacy: Privacy | None = None,
+    ) -> None:
         self.upstream = upstream
         self.router = router
         self.site = site
+        self.privacy = privacy or Privacy(router.rules)
 
     async def relay(
         self,
@@ -193,9 +203,27 @@ class RelayService:
         if route.envelope is not None:
             encoding = request.headers.get(h.CONTENT_ENCODING, "")
             target = envelope_target(target, route.envelope, body, encoding)
-        headers = request_headers(request.headers, policy, visitor)
-        body = client_ip_in_body(body, policy, visitor, request.headers, route.max_body)
-        query = edit_query(target.query, policy, visitor)
+        # The visitor's address in the form the rule lets it leave (None: not
+        # at all); every way of passing it below uses only this.
+        address: str | None = visitor
+        raw_query, decision = target.query, None
+        plan = self.privacy.plan_for(target.rule)
+        if plan is not None:
+            decision = plan.decide(
+                request.headers, target.host.host, raw_query, visitor
+            )
+            if decision.reason:
+                outcome[exchange.PRIVACY] = decision.label
+            if decision.drops:
+                metrics.beacon_dropped(target.rule.vendor, decision.reason)
+                return self._dropped(request, decision, public_url)
+            address, raw_query = decision.visitor, decision.edit_query(raw_query)
+
+        headers = request_headers(request.headers, policy, address)
+        query = edit_query(raw_query, policy, address)
+        if decision is not None:
+            body = decision.edit_request(request.headers, headers, body)
+        body = client_ip_in_body(body, policy, address, request.headers, route.max_body)
         path_query = target.path + (f"?{query}" if query else "")
         prepared = self.upstream.prepare(
             target.host.scheme, target.upstream_host, path_query
@@ -206,7 +234,17 @@ class RelayService:
         )
         outcome["upstream_status"] = response.status
         async with response:
-            return await self._answer(request, response, target, public_url)
+            return await self._answer(request, response, target, public_url, decision)
+
+    def _dropped(
+        self, request: web.Request, decision: Decision, public_url: URL
+    ) -> web.Response:
+        """A beacon privacy refused: answered as accepted, nothing sent upstream."""
+        answer = decision.dropped(request.method, public_url, self.site.cookie_domain)
+        answer.headers.update(cors_headers(request, self.site, public_url))
+        if request.headers.get(h.ORIGIN):
+            answer.headers.add(h.VARY, "Origin")
+        return answer
 
     async def _answer(
         self,
@@ -214,6 +252,7 @@ class RelayService:
         upstream: aiohttp.ClientResponse,
         target: Target,
         public_url: URL,
+        decision: Decision | None = None,
     ) -> web.StreamResponse:
         no_body = upstream.status in _NO_BODY_STATUSES or request.method == "HEAD"
         length = upstream.content_length
@@ -228,6 +267,8 @@ class RelayService:
         else:
             out = web.StreamResponse(status=upstream.status, reason=upstream.reason)
         self._copy_headers(upstream, out, target, public_url)
+        if decision is not None:
+            decision.edit_response(out.headers, public_url, self.site.cookie_domain)
         out.headers.update(cors_headers(request, self.site, public_url))
         if request.headers.get(h.ORIGIN):
             add_vary(out.headers, "Origin")

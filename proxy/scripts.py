@@ -447,7 +447,7 @@ class ScriptService:
         request: web.Request,
         target: Target,
         public_url: URL,
-        visitor: str,
+        visitor: str | None,
         geo: str | None,
     ) -> tuple[web.Response, str]:
         route = target.route

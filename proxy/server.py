@@ -15,6 +15,7 @@ from . import exchange, metrics
 from . import headers as h
 from .config import Settings
 from .errors import MethodNotAllowed, PayloadTooLarge, Rejection, UpstreamError
+from .privacy import Privacy
 from .relay import RelayService
 from .routing import Router, Target
 from .rules import RelayRoute, RuleSet
@@ -34,6 +35,7 @@ class Services:
     router: Router
     scripts: ScriptService
     relays: RelayService
+    privacy: Privacy
 
 
 class Proxy:
@@ -46,10 +48,12 @@ class Proxy:
 
     def _services(self, rules: RuleSet) -> Services:
         router = Router(rules)
+        privacy = Privacy(rules, self.settings.consent)
         return Services(
             router=router,
             scripts=ScriptService(self.upstream, router),
-            relays=RelayService(self.upstream, router, self.settings.site),
+            relays=RelayService(self.upstream, router, self.settings.site, privacy),
+            privacy=privacy,
         )
 
     async def close(self) -> None:
@@ -120,8 +124,9 @@ class Proxy:
         geo = None
         if self.settings.geo_header and trusted_peer:
             geo = request.headers.get(self.settings.geo_header) or None
+        address = services.privacy.script_visitor(target.rule, visitor)
         response, how = await services.scripts.serve(
-            request, target, public_url, visitor, geo
+            request, target, public_url, address, geo
         )
         outcome[exchange.CACHE] = how
         metrics.script_cache(target.rule.vendor, how)
@@ -176,6 +181,8 @@ class Proxy:
             ),
             "peer": request.remote,
         }
+        if exchange.PRIVACY in outcome:
+            fields["privacy"] = outcome[exchange.PRIVACY]
         if exchange.ERROR in outcome:
             fields["error"] = outcome[exchange.ERROR]
         if self.settings.log_format == "json":

@@ -12,7 +12,7 @@ import re
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from .. import headers as policy
 from ..errors import ConfigError
@@ -37,6 +37,9 @@ from .model import (
     UpstreamHost,
 )
 from .variables import RuleVariables, VariableError, substitute
+
+if TYPE_CHECKING:
+    from ..privacy.model import PrivacyPolicy
 
 T = TypeVar("T")
 
@@ -224,6 +227,7 @@ def _rule(top: Table) -> Rule:
         )
     request = _request(top.table("request"))
     response = _response(top.table("response"), request)
+    privacy = _privacy(top.table("privacy"), hosts, request)
     top.done()
 
     by_host: dict[str, list[Route]] = {}
@@ -244,7 +248,17 @@ def _rule(top: Table) -> Rule:
         shim=shim,
         keep_literals=keep_literals,
         routes_by_host={h: tuple(r) for h, r in by_host.items()},
+        privacy=privacy,
     )
+
+
+def _privacy(
+    table: Table, hosts: tuple[UpstreamHost, ...], request: RequestPolicy
+) -> PrivacyPolicy:
+    # Imported here: the privacy package builds on this module's Table.
+    from ..privacy.parse import parse_privacy
+
+    return parse_privacy(table, hosts, request)
 
 
 def _hosts(top: Table) -> tuple[UpstreamHost, ...]:

@@ -11,7 +11,10 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from ..privacy.model import PrivacyPolicy
 
 from .variables import Variable
 
@@ -231,6 +234,7 @@ class Rule:
     keep_literals: tuple[str, ...] = ()  # hosts left as they are in its scripts
     routes_by_host: Mapping[str, tuple[Route, ...]] = field(default_factory=dict)
     variables: tuple[Variable, ...] = ()  # operator settings used in this file
+    privacy: PrivacyPolicy | None = None  # the loader always sets it
 
     def routes_for(self, host: UpstreamHost) -> tuple[Route, ...]:
         return self.routes_by_host.get(host.host, ())

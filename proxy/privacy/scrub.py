@@ -1,0 +1,279 @@
+"""Parameter and body scrubbing: drop or replace what a rule lists, and redact
+e-mail addresses and phone numbers inside URL-valued parameters.
+
+Everything here edits only what it must: query pieces and form fields that
+no rule names stay byte-exact, a JSON body nothing matched in is sent as it
+came, and a body of a format the rule did not declare is never touched.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Callable, Mapping
+from typing import Any, Final
+from urllib.parse import quote, quote_plus, unquote_plus
+
+from .model import BodyFormat, BodyScrub
+
+log = logging.getLogger(__name__)
+
+NameTest = Callable[[str], bool]
+REDACTED: Final = "(redacted)"
+
+# An e-mail address in a URL as a browser writes it: "@" itself, or escaped
+# once or twice when the address sits in a query value of the URL.
+_EMAIL: Final = re.compile(
+    r"[A-Za-z0-9._%+-]+(?:@|%40|%2540)[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}",
+    re.IGNORECASE,
+)
+_PHONE_CHARS: Final = re.compile(r"\+?[\d\s().\-/]{7,24}")
+_PHONE_SEPARATORS: Final = re.compile(r"[\s().\-/]")
+_PHONE_NAME: Final = re.compile(
+    r"phone|mobile|^tel$|^tel[_.-]|[_.-]tel$|^cell|fax|whatsapp|msisdn|^sms",
+    re.IGNORECASE,
+)
+
+
+def _nothing(_: str) -> bool:
+    return False
+
+
+def either(a: NameTest | None, b: NameTest | None) -> NameTest | None:
+    """One name test from two optional ones (an empty matcher counts as none)."""
+    if a and b:
+        return lambda name: a(name) or b(name)
+    return a or b or None
+
+
+# --- URL redaction -------------------------------------------------------------
+
+
+def looks_like_phone(name: str, value: str) -> bool:
+    """A whole value that is a phone number.
+
+    Digits alone are too often order numbers or timestamps, so a bare digit
+    string counts only under a phone-like name; a leading "+" or the usual
+    separators make it a phone number under any name, from 9 digits on, so
+    that dates (8 digits) stay.
+    """
+    value = value.strip()
+    if _PHONE_CHARS.fullmatch(value) is None:
+        return False
+    digits = sum(c.isdigit() for c in value)
+    if not 7 <= digits <= 15:
+        return False
+    if _PHONE_NAME.search(name):
+        return True
+    if value.startswith("+"):
+        return True
+    return digits >= 9 and _PHONE_SEPARATORS.search(value) is not None
+
+
+def redact_url(url: str) -> str:
+    """The URL with e-mail addresses and phone-number query values redacted."""
+    url = _EMAIL.sub(REDACTED, url)
+    if "?" not in url and "#" not in url:
+        return url
+    base, sep, rest = url.partition("?")
+    if not sep:
+        base, sep, rest = url.partition("#")
+        return base + sep + _redact_params(rest)
+    query, hash_sep, fragment = rest.partition("#")
+    return base + sep + _redact_params(query) + hash_sep + _redact_params(fragment)
+
+
+def _redact_params(text: str) -> str:
+    if "=" not in text:
+        return text
+    pieces = text.split("&")
+    for index, piece in enumerate(pieces):
+        name, eq, value = piece.partition("=")
+        if eq and looks_like_phone(unquote_plus(name), unquote_plus(value)):
+            pieces[index] = f"{name}={REDACTED}"
+    return "&".join(pieces)
+
+
+# --- query strings and form bodies ---------------------------------------------
+
+
+class ParamEditor:
+    """Drop, replace and redact parameters of a raw `a=1&b=2` string."""
+
+    __slots__ = ("drop", "replace", "urls")
+
+    def __init__(
+        self, drop: NameTest, replace: Mapping[str, str], urls: frozenset[str]
+    ) -> None:
+        self.drop = drop
+        self.replace = {name: quote_plus(value) for name, value in replace.items()}
+        self.urls = urls
+
+    def edit(self, raw: str) -> str:
+        if not raw:
+            return raw
+        out = []
+        changed = False
+        for piece in raw.split("&"):
+            name, eq, value = piece.partition("=")
+            decoded = unquote_plus(name) if "%" in name or "+" in name else name
+            if self.drop(decoded):
+                changed = True
+                continue
+            if decoded in self.replace:
+                piece, changed = f"{name}={self.replace[decoded]}", True
+            elif eq and decoded in self.urls:
+                redacted = redact_url(unquote_plus(value))
+                if redacted != unquote_plus(value):
+                    piece, changed = f"{name}={quote(redacted, safe='')}", True
+            out.append(piece)
+        return "&".join(out) if changed else raw
+
+
+# --- JSON bodies ---------------------------------------------------------------
+
+Path = tuple[str, ...]
+
+
+def parse_path(spec: str) -> Path:
+    """`context.page.url` -> ("context", "page", "url"); `*` is any member."""
+    return tuple(spec.split("."))
+
+
+class JsonEditor:
+    """Drop, replace and redact members of a JSON document by dotted path.
+
+    A path walks objects by member name; an array on the way is walked into
+    element by element, so `properties.email` also reaches every event of a
+    batch sent as an array.
+    """
+
+    __slots__ = ("drop", "replace", "urls")
+
+    def __init__(
+        self,
+        drop: tuple[str, ...],
+        replace: Mapping[str, str | int | float | bool],
+        urls: tuple[str, ...],
+    ) -> None:
+        self.drop = tuple(parse_path(p) for p in drop)
+        self.replace = tuple((parse_path(p), v) for p, v in replace.items())
+        self.urls = tuple(parse_path(p) for p in urls)
+
+    def edit(self, document: Any) -> bool:
+        """Edit in place; True if anything changed."""
+        changed = False
+        for path in self.drop:
+            changed |= _visit(document, path, _delete)
+        for path, value in self.replace:
+            changed |= _visit(document, path, _setter(value))
+        for path in self.urls:
+            changed |= _visit(document, path, _redact_member)
+        return changed
+
+
+Visitor = Callable[[Any, str | int], bool]
+
+
+def _visit(node: Any, path: Path, act: Visitor) -> bool:
+    if isinstance(node, list):
+        return _any(_visit(item, path, act) for item in node)
+    if not isinstance(node, dict) or not path:
+        return False
+    head, rest = path[0], path[1:]
+    keys = list(node) if head == "*" else [head] if head in node else []
+    if not rest:
+        return _any(act(node, key) for key in keys)
+    return _any(_visit(node[key], rest, act) for key in keys)
+
+
+def _any(results: Any) -> bool:
+    return any([*results])  # every item is visited: each may edit
+
+
+def _delete(node: Any, key: str | int) -> bool:
+    del node[key]
+    return True
+
+
+def _setter(value: object) -> Visitor:
+    def put(node: Any, key: str | int) -> bool:
+        if node[key] == value:
+            return False
+        node[key] = value
+        return True
+
+    return put
+
+
+def _redact_member(node: Any, key: str | int) -> bool:
+    value = node[key]
+    if not isinstance(value, str):
+        return False
+    redacted = redact_url(value)
+    if redacted == value:
+        return False
+    node[key] = redacted
+    return True
+
+
+# --- bodies --------------------------------------------------------------------
+
+_DEFAULT_TYPES: Final = {
+    BodyFormat.FORM: frozenset({"application/x-www-form-urlencoded", "text/plain"}),
+    BodyFormat.JSON: frozenset({"application/json", "text/plain"}),
+    BodyFormat.FORM_LINES: frozenset({"text/plain"}),
+}
+
+
+def default_content_types(format: BodyFormat) -> frozenset[str]:
+    return _DEFAULT_TYPES[format]
+
+
+class BodyEditor:
+    """Scrub request bodies of one declared format; anything else passes as sent."""
+
+    __slots__ = ("_json", "_params", "content_types", "format")
+
+    def __init__(
+        self, scrub: BodyScrub, drop: tuple[str, ...], drop_test: NameTest | None
+    ) -> None:
+        self.format = scrub.format
+        self.content_types = scrub.content_types
+        self._json = JsonEditor(drop, scrub.replace, scrub.urls)
+        replace = {k: str(v) for k, v in scrub.replace.items()}
+        self._params = ParamEditor(
+            drop_test or _nothing, replace, frozenset(scrub.urls)
+        )
+
+    def applies(self, content_type: str | None, content_encoding: str | None) -> bool:
+        # A compressed body is opaque here; rewriting it would mean decoding
+        # and re-encoding every vendor's compression, so it passes as sent.
+        if content_encoding and content_encoding.strip().lower() != "identity":
+            return False
+        media = (content_type or "").partition(";")[0].strip().lower()
+        return media in self.content_types
+
+    def edit(self, body: bytes) -> bytes:
+        if not body:
+            return body
+        if self.format is BodyFormat.JSON:
+            return self._edit_json(body)
+        # latin-1 maps every byte to one character and back, so the pieces
+        # nobody edits return byte-exact whatever their encoding.
+        text = body.decode("latin-1")
+        if self.format is BodyFormat.FORM:
+            return self._params.edit(text).encode("latin-1")
+        lines = text.split("\n")
+        return "\n".join(self._params.edit(line) for line in lines).encode("latin-1")
+
+    def _edit_json(self, body: bytes) -> bytes:
+        try:
+            document = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            log.debug("body declared JSON is not JSON; passed as sent")
+            return body
+        if not self._json.edit(document):
+            return body
+        return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
