@@ -210,19 +210,19 @@ class RelayService:
         plan = self.privacy.plan_for(target.rule)
         if plan is not None:
             decision = plan.decide(
-                request.headers, target.host.host, raw_query, visitor
+                request.headers, target.host.host, raw_query, visitor, body
             )
             if decision.reason:
                 outcome[exchange.PRIVACY] = decision.label
             if decision.drops:
                 metrics.beacon_dropped(target.rule.vendor, decision.reason)
                 return self._dropped(request, decision, public_url)
-            address, raw_query = decision.visitor, decision.edit_query(raw_query)
+            address, raw_query, body = decision.visitor, decision.query, decision.body
 
         headers = request_headers(request.headers, policy, address)
         query = edit_query(raw_query, policy, address)
         if decision is not None:
-            body = decision.edit_request(request.headers, headers, body)
+            decision.edit_headers(headers)
         body = client_ip_in_body(body, policy, address, request.headers, route.max_body)
         path_query = target.path + (f"?{query}" if query else "")
         prepared = self.upstream.prepare(

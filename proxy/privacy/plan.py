@@ -3,8 +3,10 @@
 A `PrivacyPlan` is built once per rule when the rule set and the site's
 consent settings are loaded; it holds only the work that rule needs. A rule
 with nothing to do gets no plan at all, so its requests pay one dict miss.
-Per request the plan makes a `Decision` (pass, strip or drop, and why) and
-the relay asks that decision to edit the query, the request and the answer.
+Per request the plan makes a `Decision` before anything is sent: pass, strip
+or drop and why, the visitor's address in the form it may leave, and the
+scrubbed query and body. The relay then asks the decision to edit the
+upstream headers and the answer.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from .model import (
     PIXEL_GIF,
     Action,
     Answer,
+    Gate,
     IpHandling,
     PrivacyPolicy,
     Purpose,
@@ -44,52 +47,47 @@ class PrivacyPlan:
     """One rule's privacy work, precomputed."""
 
     def __init__(self, rule: Rule, consent: ConsentConfig | None) -> None:
-        policy = _policy_of(rule)
+        policy = policy_of(rule)
         self.vendor = rule.vendor
         self.policy = policy
         self.consent = consent
         self._gate = policy.gate
         self._host_gates = dict(policy.host_gates)
-        self._consent_mode = policy.consent_mode
-        # With no consent settings, only the page's own signals (consent
-        # mode) can refuse; with them, no signal at all means the operator's
+        # With no consent settings only the page's own signals (consent mode)
+        # can refuse; with them, no signal at all means the operator's
         # `missing` (denied unless they said otherwise).
-        self._missing = consent.missing if consent is not None else State.GRANTED
-        self._missing_is_grant = (
-            consent is not None and consent.missing is State.GRANTED
-        )
         self._reads_consent = consent is not None or policy.consent_mode
+        self._missing = consent.missing if consent is not None else State.GRANTED
+        self._missing_grants = consent is not None and consent.missing is State.GRANTED
+        self._reads_cookies = consent is not None or _sets_cookies(policy)
 
         strip = policy.identifiers
         query = policy.query
-        self._query_pass = _param_editor(query.drop or None, query)
-        self._query_strip = _param_editor(
-            either(query.drop or None, strip.query), query
-        )
+        self._query = {
+            Action.PASS: _param_editor(query.drop or None, query),
+            Action.STRIP: _param_editor(either(query.drop or None, strip.query), query),
+        }
         body = policy.body
-        self._body_pass = self._body_strip = None
+        self._body: dict[Action, BodyEditor | None] = {
+            Action.PASS: None,
+            Action.STRIP: None,
+        }
         if body is not None:
-            self._body_pass = BodyEditor(body, body.drop, _names(body.drop))
             dropped = (*body.drop, *strip.body)
-            self._body_strip = BodyEditor(body, dropped, _names(dropped))
-        self._strip_ip = (
-            policy.ip if policy.ip.severity >= strip.ip.severity else strip.ip
-        )
-        cookies = policy.cookies
-        self._sets_cookies = (
-            cookies.reissue is not None or policy.visitor_id is not None
-        )
+            self._body[Action.PASS] = BodyEditor(body, body.drop, _names(body.drop))
+            self._body[Action.STRIP] = BodyEditor(body, dropped, _names(dropped))
+        self._ip = {
+            Action.PASS: policy.ip,
+            Action.STRIP: max(policy.ip, strip.ip, key=lambda i: i.severity),
+        }
 
     @staticmethod
     def needed(rule: Rule, consent: ConsentConfig | None) -> bool:
         """Whether this rule has any privacy work at all."""
-        policy = _policy_of(rule)
+        policy = policy_of(rule)
         reads = consent is not None or policy.consent_mode
-        for gate in policy.gates:
-            if gate.without_consent is not Action.PASS and reads:
-                return True
-            if gate.gpc is not Action.PASS or gate.dnt is not Action.PASS:
-                return True
+        if any(_gate_works(gate, reads) for gate in policy.gates):
+            return True
         body = policy.body
         return (
             policy.ip is not IpHandling.FORWARD
@@ -107,42 +105,45 @@ class PrivacyPlan:
         host: str,
         raw_query: str,
         visitor: str,
+        body: bytes,
     ) -> Decision:
+        """Everything privacy does to one beacon, settled before it is sent."""
         gate = self._host_gates.get(host, self._gate)
         cookies = _NO_COOKIES
-        if self.consent is not None or self._sets_cookies:
+        if self._reads_cookies:
             cookies = cookie_pairs(headers.getall(h.COOKIE, ()))
-
         state = self._consent_state(gate.purpose, cookies, raw_query)
-        action, reason = Action.PASS, ""
-        effective = self._missing if state is State.UNKNOWN else state
-        if effective is State.DENIED and gate.purpose is not Purpose.NONE:
-            action, reason = gate.without_consent, "consent"
-        action, reason = _escalate(
-            action, reason, gate.gpc, headers.get(SEC_GPC), "gpc"
-        )
-        action, reason = _escalate(action, reason, gate.dnt, headers.get(DNT), "dnt")
-        if action is Action.PASS:
-            reason = ""
+        action, reason = self._action(gate, state, headers)
 
-        ip = self._strip_ip if action is Action.STRIP else self.policy.ip
+        if action is not Action.DROP:
+            edited = self._edit_body(action, headers, body)
+            if edited is None:
+                # Strip must not let identifiers through in a body it cannot
+                # read (compressed, undeclared type, malformed): nothing goes.
+                action, edited = Action.DROP, body
+            body = edited
+        if action is not Action.DROP:
+            editor = self._query[action]
+            raw_query = editor.edit(raw_query) if editor is not None else raw_query
+
         consented = (
             action is Action.PASS
             and gate.purpose is not Purpose.NONE
             and (
                 state is State.GRANTED
-                or (state is State.UNKNOWN and self._missing_is_grant)
+                or (state is State.UNKNOWN and self._missing_grants)
             )
         )
-        refused = state is State.DENIED or action is not Action.PASS
         return Decision(
             self,
             action,
             reason,
-            visitor_address(visitor, ip),
+            visitor_address(visitor, self._ip.get(action, IpHandling.WITHHOLD)),
+            raw_query,
+            body,
             cookies,
             consented=consented,
-            refused=refused,
+            refused=state is State.DENIED or action is not Action.PASS,
         )
 
     def _consent_state(
@@ -153,10 +154,41 @@ class PrivacyPlan:
         state = State.UNKNOWN
         if self.consent is not None:
             state = self.consent.state(purpose, cookies)
-        if self._consent_mode and ("gcs=" in raw_query or "gcd=" in raw_query):
+        if self.policy.consent_mode and ("gcs=" in raw_query or "gcd=" in raw_query):
             page = google_consent(raw_query).get(purpose, State.UNKNOWN)
             state = combine(state, page)
         return state
+
+    def _action(
+        self, gate: Gate, state: State, headers: CIMultiDictProxy[str]
+    ) -> tuple[Action, str]:
+        action, reason = Action.PASS, ""
+        effective = self._missing if state is State.UNKNOWN else state
+        if effective is State.DENIED and gate.without_consent is not Action.PASS:
+            action, reason = gate.without_consent, "consent"
+        if gate.gpc.severity > action.severity and _says_one(headers.get(SEC_GPC)):
+            action, reason = gate.gpc, "gpc"
+        if gate.dnt.severity > action.severity and _says_one(headers.get(DNT)):
+            action, reason = gate.dnt, "dnt"
+        return action, reason
+
+    def _edit_body(
+        self, action: Action, headers: CIMultiDictProxy[str], body: bytes
+    ) -> bytes | None:
+        editor = self._body[action]
+        strips_fields = action is Action.STRIP and bool(self.policy.identifiers.body)
+        if not body or (editor is None and not strips_fields):
+            return body
+        readable = editor is not None and editor.applies(
+            headers.get(h.CONTENT_TYPE), headers.get(h.CONTENT_ENCODING)
+        )
+        if not readable:
+            return None if strips_fields else body
+        assert editor is not None
+        edited = editor.edit(body)
+        if edited is None and not strips_fields:
+            return body  # not what the rule declared: scrubbing is best effort
+        return edited
 
     # --- answering a dropped beacon --------------------------------------------
 
@@ -177,9 +209,11 @@ class Decision:
 
     __slots__ = (
         "action",
+        "body",
         "consented",
         "cookies",
         "plan",
+        "query",
         "reason",
         "refused",
         "visitor",
@@ -192,6 +226,8 @@ class Decision:
         action: Action,
         reason: str,
         visitor: str | None,
+        query: str,
+        body: bytes,
         cookies: Mapping[str, str],
         *,
         consented: bool,
@@ -201,14 +237,16 @@ class Decision:
         self.action = action
         self.reason = reason
         self.visitor = visitor  # the address as it may leave; None: not at all
-        self.cookies = cookies
+        self.query = query  # the visitor's query, scrubbed
+        self.body = body  # the body to send, scrubbed
+        self.cookies = cookies  # the request's cookies, when the plan reads them
         self.consented = consented  # tagproxy may set its cookies
-        self.refused = refused  # consent refused: tagproxy's own cookies go
+        self.refused = refused  # consent refused: tagproxy's own cookie goes
         self.visitor_id = self._visitor_id()
 
     @property
     def label(self) -> str:
-        """For logs and metrics: `drop:consent`, `strip:gpc`, or `pass`."""
+        """For logs and metrics: `drop:consent`, `strip:gpc`, ... or `pass`."""
         return f"{self.action.value}:{self.reason}" if self.reason else "pass"
 
     @property
@@ -224,49 +262,37 @@ class Decision:
             return current
         return secrets.token_urlsafe(_VISITOR_ID_BYTES)
 
-    # --- the request ---------------------------------------------------------
+    # --- the upstream request --------------------------------------------------
 
-    def edit_query(self, raw: str) -> str:
-        """The visitor's query, scrubbed; before tagproxy adds its own parameters."""
-        plan = self.plan
-        editor = plan._query_strip if self.action is Action.STRIP else plan._query_pass
-        return editor.edit(raw) if editor is not None else raw
-
-    def edit_request(
-        self, incoming: CIMultiDictProxy[str], out: CIMultiDict[str], body: bytes
-    ) -> bytes:
-        """Cookies and body of the upstream request; returns the body to send."""
-        plan = self.plan
+    def edit_headers(self, out: CIMultiDict[str]) -> None:
+        """Strip identifier cookies; give the vendor tagproxy's visitor ID."""
+        policy = self.plan.policy
         if self.action is Action.STRIP and h.COOKIE in out:
-            strip = plan.policy.identifiers.cookies
+            strip = policy.identifiers.cookies
             kept = filter_cookie_header(out.getall(h.COOKIE), lambda n: not strip(n))
             del out[h.COOKIE]
             if kept:
                 out[h.COOKIE] = kept
-        spec = plan.policy.visitor_id
+        spec = policy.visitor_id
         if (
             self.visitor_id is not None
             and spec is not None
             and spec.forwarded
-            and spec.cookie not in self.cookies
+            and self.cookies.get(spec.cookie) != self.visitor_id
         ):
             # The first beacon after consent already carries the new ID.
+            kept = filter_cookie_header(
+                out.getall(h.COOKIE, ()), lambda n: n != spec.cookie
+            )
             pair = f"{spec.cookie}={self.visitor_id}"
-            current = out.get(h.COOKIE)
-            out[h.COOKIE] = f"{current}; {pair}" if current else pair
-
-        editor = plan._body_strip if self.action is Action.STRIP else plan._body_pass
-        if editor is None or not editor.applies(
-            incoming.get(h.CONTENT_TYPE), incoming.get(h.CONTENT_ENCODING)
-        ):
-            return body
-        return editor.edit(body)
+            out[h.COOKIE] = f"{kept}; {pair}" if kept else pair
 
     # --- the answer ----------------------------------------------------------
 
     def dropped(
         self, method: str, public_url: URL, cookie_domain: str | None
     ) -> web.Response:
+        """What the browser gets for a beacon that was not sent."""
         response = self.plan.answer(method)
         self._own_cookies(response.headers, public_url, cookie_domain)
         return response
@@ -279,52 +305,51 @@ class Decision:
         if self.action is not Action.PASS:
             out.popall(h.SET_COOKIE, None)  # no vendor cookie without consent
         elif policy.declared and h.SET_COOKIE in out:
-            values = out.popall(h.SET_COOKIE)
-            for value in values:
+            for value in out.popall(h.SET_COOKIE):
                 out.add(h.SET_COOKIE, apply_policy(value, policy, cookie_domain))
         self._own_cookies(out, public_url, cookie_domain)
 
     def _own_cookies(
         self, out: CIMultiDict[str], public_url: URL, cookie_domain: str | None
     ) -> None:
-        plan = self.plan.policy
-        policy = plan.cookies
-        secure = (
-            policy.secure if policy.secure is not None else public_url.scheme == "https"
-        )
-        spec = plan.visitor_id
-        if self.consented:
-            reissue = policy.reissue
-            if reissue is not None:
-                for name, value in self.cookies.items():
-                    if reissue(name) and COOKIE_VALUE.fullmatch(value):
-                        out.add(
-                            h.SET_COOKIE,
-                            server_cookie(
-                                name,
-                                value,
-                                policy.reissue_max_age,
-                                policy,
-                                cookie_domain,
-                                secure=secure,
-                                http_only=False,  # the vendor's script reads it
-                            ),
-                        )
-            if spec is not None and self.visitor_id is not None:
+        privacy = self.plan.policy
+        policy = privacy.cookies
+        spec = privacy.visitor_id
+        if not self.consented:
+            if self.refused and spec is not None and spec.cookie in self.cookies:
                 out.add(
-                    h.SET_COOKIE,
-                    server_cookie(
-                        spec.cookie,
-                        self.visitor_id,
-                        spec.max_age,
-                        policy,
-                        cookie_domain,
-                        secure=secure,
-                        http_only=True,
-                    ),
+                    h.SET_COOKIE, expired_cookie(spec.cookie, policy, cookie_domain)
                 )
-        elif self.refused and spec is not None and spec.cookie in self.cookies:
-            out.add(h.SET_COOKIE, expired_cookie(spec.cookie, policy, cookie_domain))
+            return
+
+        secure = policy.secure
+        if secure is None:
+            secure = public_url.scheme == "https"
+        reissue = policy.reissue
+        for name, value in self.cookies.items() if reissue is not None else ():
+            assert reissue is not None
+            if reissue(name) and COOKIE_VALUE.fullmatch(value):
+                cookie = server_cookie(
+                    name,
+                    value,
+                    policy.reissue_max_age,
+                    policy,
+                    cookie_domain,
+                    secure=secure,
+                    http_only=False,  # the vendor's script reads it
+                )
+                out.add(h.SET_COOKIE, cookie)
+        if spec is not None and self.visitor_id is not None:
+            cookie = server_cookie(
+                spec.cookie,
+                self.visitor_id,
+                spec.max_age,
+                policy,
+                cookie_domain,
+                secure=secure,
+                http_only=True,
+            )
+            out.add(h.SET_COOKIE, cookie)
 
 
 class Privacy:
@@ -349,22 +374,24 @@ class Privacy:
         return visitor_address(visitor, plan.policy.ip)
 
 
-def _policy_of(rule: Rule) -> PrivacyPolicy:
+def policy_of(rule: Rule) -> PrivacyPolicy:
     policy = rule.privacy
     assert policy is not None, "the loader gives every rule a privacy policy"
     return policy
 
 
-def _escalate(
-    action: Action, reason: str, on_signal: Action, header: str | None, why: str
-) -> tuple[Action, str]:
-    if (
-        on_signal.severity > action.severity
-        and header is not None
-        and header.strip() == "1"
-    ):
-        return on_signal, why
-    return action, reason
+def _sets_cookies(policy: PrivacyPolicy) -> bool:
+    return policy.cookies.reissue is not None or policy.visitor_id is not None
+
+
+def _gate_works(gate: Gate, reads_consent: bool) -> bool:
+    if gate.without_consent is not Action.PASS and reads_consent:
+        return True
+    return gate.gpc is not Action.PASS or gate.dnt is not Action.PASS
+
+
+def _says_one(header: str | None) -> bool:
+    return header is not None and header.strip() == "1"
 
 
 def _default_answer(method: str) -> Answer:

@@ -9,15 +9,12 @@ came, and a body of a format the rule did not declare is never touched.
 from __future__ import annotations
 
 import json
-import logging
 import re
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 from urllib.parse import quote, quote_plus, unquote_plus
 
 from .model import BodyFormat, BodyScrub
-
-log = logging.getLogger(__name__)
 
 NameTest = Callable[[str], bool]
 REDACTED: Final = "(redacted)"
@@ -209,6 +206,8 @@ def _setter(value: object) -> Visitor:
 
 def _redact_member(node: Any, key: str | int) -> bool:
     value = node[key]
+    if isinstance(value, list):  # a list of URLs, e.g. Matomo's bulk requests
+        return _any(_redact_member(value, i) for i in range(len(value)))
     if not isinstance(value, str):
         return False
     redacted = redact_url(value)
@@ -255,7 +254,8 @@ class BodyEditor:
         media = (content_type or "").partition(";")[0].strip().lower()
         return media in self.content_types
 
-    def edit(self, body: bytes) -> bytes:
+    def edit(self, body: bytes) -> bytes | None:
+        """The scrubbed body, or None when it is not of the declared format."""
         if not body:
             return body
         if self.format is BodyFormat.JSON:
@@ -268,12 +268,11 @@ class BodyEditor:
         lines = text.split("\n")
         return "\n".join(self._params.edit(line) for line in lines).encode("latin-1")
 
-    def _edit_json(self, body: bytes) -> bytes:
+    def _edit_json(self, body: bytes) -> bytes | None:
         try:
             document = json.loads(body)
         except (ValueError, UnicodeDecodeError):
-            log.debug("body declared JSON is not JSON; passed as sent")
-            return body
+            return None
         if not self._json.edit(document):
             return body
         return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
