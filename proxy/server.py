@@ -208,8 +208,14 @@ def _bytes_out(response: web.StreamResponse | None) -> int:
 
 
 def build_app(proxy: Proxy) -> web.Application:
+    # Request bodies reach the vendor as the browser encoded them: decoding a
+    # gzip body here would send plain bytes labelled Content-Encoding: gzip.
     app = web.Application(
-        handler_args={"max_field_size": 16384, "max_line_size": 16384}
+        handler_args={
+            "max_field_size": 16384,
+            "max_line_size": 16384,
+            "auto_decompress": False,
+        }
     )
     app.router.add_route("*", "/{tail:.*}", proxy.handle)
 

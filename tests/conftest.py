@@ -98,6 +98,7 @@ async def start_proxy(vendor: FakeVendor) -> AsyncIterator[StartProxy]:
             client_ip_headers=kw.pop("client_ip_headers", []),
             overrides=kw.pop("overrides", None) or overrides_for(loaded, vendor.url),
             geo_header=kw.pop("geo_header", None),
+            consent=kw.pop("consent", None),
             log_format="plain",
             log_level="INFO",
             rule_vars=rule_vars,
