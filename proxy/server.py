@@ -16,7 +16,7 @@ from . import headers as h
 from .config import Settings
 from .errors import MethodNotAllowed, PayloadTooLarge, Rejection, UpstreamError
 from .privacy import Privacy
-from .relay import RelayService
+from .relay import RelayService, add_vary, cors_headers
 from .routing import Router, Target
 from .rules import RelayRoute, RuleSet
 from .scripts import ScriptService
@@ -130,6 +130,14 @@ class Proxy:
         )
         outcome[exchange.CACHE] = how
         metrics.script_cache(target.rule.vendor, how)
+        # Vendors fetch() their JSON config (Reddit, Segment): from the site
+        # to a tagproxy subdomain that is cross-origin and needs the same
+        # CORS answer a relay gives; <script> loads send no Origin.
+        if h.ORIGIN in request.headers:
+            response.headers.update(
+                cors_headers(request, self.settings.site, public_url)
+            )
+            add_vary(response.headers, "Origin")
         return response
 
     @staticmethod
