@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 
-import aiohttp
-
 from .conftest import StartBrowser
 from .harness import query_of, vendor_script
 
@@ -55,8 +53,8 @@ async def test_pinterest_tag(browser_run: StartBrowser) -> None:
     run.assert_no_errors()
 
     # The origin check is a regex literal: served untouched, still working.
-    async with aiohttp.ClientSession() as client:
-        url = f"http://127.0.0.1:{run.tagproxy.port}/pi/ct/lib/main.3f2a1b9c.js"
-        async with client.get(url, headers={"Host": "metrics.shop.test"}) as r:
-            served = await r.text()
+    served = await run.page.evaluate(
+        "url => fetch(url).then(r => r.text())",
+        f"{run.proxy_url}/pi/ct/lib/main.3f2a1b9c.js",
+    )
     assert r"/^https:\/\/([a-z0-9-]+\.)?pinterest\.com$/" in served
