@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
-import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
 from yarl import URL
 
 from . import __version__
@@ -25,14 +22,18 @@ from .config import (
     rule_variables,
 )
 from .errors import ConfigError
+from .logs import setup_logging
+from .reload import load_config
 from .rewrite import BodyKind, kind_for_content_type
 from .routing import Router
 from .rules import RelayRoute, RuleSet, ScriptRoute, load_rules
 from .rules.loader import RuleError, load_rule, rule_files
 from .rules.variables import RuleVariables, Variable
+from .runtime import run
 from .scripts import build_rewriter
-from .server import Proxy, build_app
 from .site import parse_public_url
+from .sites import log_sites
+from .workers import supervise
 
 log = logging.getLogger("tagproxy")
 
@@ -121,6 +122,7 @@ def _parser() -> argparse.ArgumentParser:
         help="trusted header holding the visitor's COUNTRY-REGION, "
         "used for scripts cached per geo",
     )
+    _operations_flags(serve, env)
     serve.add_argument(
         "--consent",
         default=env["consent"],
@@ -184,6 +186,38 @@ def _parser() -> argparse.ArgumentParser:
     _public_url_flag(rewrite, env, default=DEFAULT_PUBLIC_URL)
     rewrite.set_defaults(run=_rewrite)
     return parser
+
+
+def _operations_flags(parser: argparse.ArgumentParser, env: dict[str, Any]) -> None:
+    parser.add_argument(
+        "--admin-listen",
+        default=env["admin_listen"],
+        metavar="HOST:PORT",
+        help="where to serve /metrics, /healthz, /readyz and POST /reload, "
+        "e.g. 127.0.0.1:9090 (default: not served); never the public port",
+    )
+    parser.add_argument(
+        "--sites",
+        default=env["sites"],
+        metavar="FILE",
+        help="TOML file mapping Host to public URL, cookie domain, origins "
+        "and vendors (default: one site from the flags)",
+    )
+    parser.add_argument(
+        "--trace-secret",
+        default=env["trace_secret"],
+        metavar="SECRET",
+        help="requests with X-Tagproxy-Trace: SECRET get what was relayed "
+        "in an X-Tagproxy-Trace response header (prefer the environment "
+        "variable: flags show in ps)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=env["workers"],
+        metavar="N",
+        help="serving processes sharing the port (default 1)",
+    )
 
 
 def _rules_flag(parser: argparse.ArgumentParser, env: dict[str, Any]) -> None:
@@ -255,20 +289,20 @@ def _serve(args: argparse.Namespace) -> int:
         rule_vars=args.rule_var or env["rule_var"],
         environ=os.environ,
         consent=args.consent,
+        admin_listen=args.admin_listen,
+        sites=args.sites,
+        trace_secret=args.trace_secret,
+        workers=args.workers,
     )
-    _setup_logging(settings)
-    rules = load_rules(settings.rules, settings.variables)
-    _log_startup(settings, rules)
-    _run(settings, rules)
+    setup_logging(settings)
+    loaded = load_config(settings)
+    _log_startup(settings, loaded.rules)
+    log_sites(loaded.sites)
+    if settings.workers > 1:
+        supervise(settings, loaded)
+    else:
+        run(settings, loaded)
     return 0
-
-
-def _setup_logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
 
 
 def _log_startup(settings: Settings, rules: RuleSet) -> None:
@@ -297,42 +331,6 @@ def _log_startup(settings: Settings, rules: RuleSet) -> None:
         log.info("public URL: %s", settings.site.public_url)
     if not settings.trust.proxies:
         log.info("no trusted proxies: X-Forwarded-For from clients is ignored")
-
-
-def _run(settings: Settings, rules: RuleSet) -> None:
-    loop = _new_loop()
-    asyncio.set_event_loop(loop)
-    try:
-        loop.run_until_complete(_serve_until_signalled(settings, rules))
-    finally:
-        loop.close()
-
-
-async def _serve_until_signalled(settings: Settings, rules: RuleSet) -> None:
-    proxy = Proxy(settings, rules)
-    runner = web.AppRunner(build_app(proxy), access_log=None, shutdown_timeout=10)
-    await runner.setup()
-    host, port = settings.listen
-    await web.TCPSite(runner, host, port, backlog=1024).start()
-    for address in runner.addresses:
-        # The bound port, which differs from the flag when it was 0.
-        log.info("listening on http://%s:%s", *address[:2])
-
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    await stop.wait()
-    log.info("stopping: finishing requests in flight")
-    await runner.cleanup()
-
-
-def _new_loop() -> asyncio.AbstractEventLoop:
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.new_event_loop()
-    return uvloop.new_event_loop()
 
 
 # --- check, routes, url, rewrite ---------------------------------------------

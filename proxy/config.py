@@ -12,18 +12,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-from yarl import URL
-
 from .clientip import Trust, parse_networks
 from .errors import ConfigError
 from .privacy.consent import ConsentConfig, load_consent
 from .rules.variables import RuleVariables, parse_rule_vars
-from .site import OriginMatcher, Site, parse_public_url
+from .site import OriginMatcher, Site, is_origin_pattern, parse_public_url
 from .upstream import Override, parse_override
 
 ENV_PREFIX: Final = "TAGPROXY_"
 DEFAULT_LISTEN: Final = "127.0.0.1:8080"
 DEFAULT_RULES: Final = "rules"
+MAX_WORKERS: Final = 256
+MIN_TRACE_SECRET: Final = 16
 
 
 def env_name(flag: str) -> str:
@@ -36,10 +36,10 @@ def env_list(value: str | None) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
-def parse_listen(raw: str) -> tuple[str, int]:
+def parse_listen(raw: str, flag: str = "--listen") -> tuple[str, int]:
     host, sep, port = raw.rpartition(":")
     if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
-        raise ConfigError(f"--listen {raw!r}: expected HOST:PORT, e.g. 0.0.0.0:8080")
+        raise ConfigError(f"{flag} {raw!r}: expected HOST:PORT, e.g. 0.0.0.0:8080")
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
@@ -55,11 +55,19 @@ class Settings:
     log_format: str = "plain"
     log_level: str = "INFO"
     variables: RuleVariables = field(default_factory=RuleVariables)
+    admin_listen: tuple[str, int] | None = None  # metrics, health, reload
+    sites: Path | None = None  # the sites file; None: one site from flags
+    trace_secret: str | None = None  # unlocks X-Tagproxy-Trace answers
+    workers: int = 1
 
     @property
     def listen_text(self) -> str:
-        host, port = self.listen
-        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        return address_text(self.listen)
+
+
+def address_text(address: tuple[str, int]) -> str:
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def build_settings(
@@ -78,23 +86,29 @@ def build_settings(
     rule_vars: Sequence[str] = (),
     environ: Mapping[str, str] | None = None,
     consent: str | None = None,
+    admin_listen: str | None = None,
+    sites: str | None = None,
+    trace_secret: str | None = None,
+    workers: int = 1,
 ) -> Settings:
     """Validate raw option values into Settings, naming the option on error."""
     public = parse_public_url(public_url) if public_url else None
     domain = cookie_domain.strip().lstrip(".").lower() if cookie_domain else None
     for origin in allowed_origins:
-        url = URL(origin.replace("*.", "wildcard."))
-        if (
-            url.scheme not in ("http", "https")
-            or not url.host
-            or url.path not in ("", "/")
-        ):
+        if not is_origin_pattern(origin):
             raise ConfigError(
                 f"--allowed-origin {origin!r}: expected an origin like "
                 "https://www.shop.example or https://*.shop.example"
             )
     if log_format not in ("plain", "json"):
         raise ConfigError(f"--log-format {log_format!r}: expected plain or json")
+    if not 1 <= workers <= MAX_WORKERS:
+        raise ConfigError(f"--workers {workers}: expected 1 to {MAX_WORKERS}")
+    if trace_secret is not None and len(trace_secret) < MIN_TRACE_SECRET:
+        raise ConfigError(
+            f"--trace-secret: use at least {MIN_TRACE_SECRET} characters, "
+            "e.g. from `openssl rand -hex 16`"
+        )
     return Settings(
         rules=tuple(Path(r) for r in rules),
         listen=parse_listen(listen),
@@ -110,6 +124,12 @@ def build_settings(
         log_format=log_format,
         log_level=log_level.upper(),
         variables=rule_variables(rule_vars, environ or {}),
+        admin_listen=parse_listen(admin_listen, "--admin-listen")
+        if admin_listen
+        else None,
+        sites=Path(sites) if sites else None,
+        trace_secret=trace_secret or None,
+        workers=workers,
     )
 
 
@@ -142,4 +162,8 @@ def env_defaults(environ: Mapping[str, str] | None = None) -> dict[str, object]:
         "log_format": env.get(env_name("log-format"), "plain"),
         "log_level": env.get(env_name("log-level"), "INFO"),
         "rule_var": env_list(env.get(env_name("rule-var"))),
+        "admin_listen": env.get(env_name("admin-listen")),
+        "sites": env.get(env_name("sites")),
+        "trace_secret": env.get(env_name("trace-secret")),
+        "workers": env.get(env_name("workers"), "1"),
     }

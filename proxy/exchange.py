@@ -24,6 +24,7 @@ CACHE: Final = "cache"
 BYTES_IN: Final = "bytes_in"
 ERROR: Final = "error"
 PRIVACY: Final = "privacy"  # what a privacy policy did: "drop:consent", ...
+TRACE: Final = "trace"  # a trace.Trace when the operator asked for one
 
 _current: ContextVar[Record | None] = ContextVar("tagproxy_exchange", default=None)
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from typing import Final
 
-from prometheus_client import Counter, Gauge, Histogram, Info
+from prometheus_client import Counter, Gauge, Histogram
 
 from . import __version__
 from .rules import Route
@@ -139,8 +139,13 @@ TRACES: Final = Counter(
     "tagproxy_debug_traces",
     "Requests that carried the operator's trace secret.",
 )
-BUILD: Final = Info("tagproxy_build", "The running tagproxy version.")
-BUILD.info({"version": __version__})
+BUILD: Final = Gauge(
+    "tagproxy_build_info",
+    "Always 1; the label says which tagproxy version runs.",
+    ["version"],
+    multiprocess_mode="livemax",
+)
+BUILD.labels(__version__).set(1)
 
 
 def route_id(route: Route) -> str:

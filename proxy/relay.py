@@ -19,6 +19,7 @@ from yarl import URL
 
 from . import exchange, metrics
 from . import headers as h
+from . import trace as tracing
 from .cookies import cookie_name, filter_cookie_header, rewrite_set_cookie
 from .envelope import envelope_target
 from .errors import MethodNotAllowed, PayloadTooLarge, UpstreamError
@@ -229,10 +230,15 @@ class RelayService:
             target.host.scheme, target.upstream_host, path_query
         )
         send_body = body if body or request.method not in ("GET", "HEAD") else None
+        trace = tracing.of(outcome)
+        if trace is not None:
+            trace.sent(prepared, headers, query, send_body, body)
         response = await self.upstream.request(
             request.method, prepared, headers, send_body, route.timeouts
         )
         outcome["upstream_status"] = response.status
+        if trace is not None:
+            trace.received(response.headers)
         async with response:
             return await self._answer(request, response, target, public_url, decision)
 

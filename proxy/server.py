@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -13,13 +13,24 @@ from yarl import URL
 
 from . import exchange, metrics
 from . import headers as h
+from . import trace as tracing
 from .config import Settings
-from .errors import MethodNotAllowed, PayloadTooLarge, Rejection, UpstreamError
+from .errors import (
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    Rejection,
+    UpstreamError,
+)
 from .privacy import Privacy
 from .relay import RelayService, add_vary, cors_headers
 from .routing import Router, Target
 from .rules import RelayRoute, RuleSet
-from .scripts import ScriptService
+from .rules.loader import build_rule_set
+from .scripts import ScriptCache, ScriptService
+from .site import Site
+from .sites import SiteConfig, Sites
+from .trace import Trace, Tracer, on_prepare
 from .upstream import Upstream
 
 log = logging.getLogger(__name__)
@@ -30,30 +41,97 @@ _SCRIPT_METHODS: Final = frozenset({"GET", "HEAD"})
 
 @dataclass(slots=True)
 class Services:
-    """What a request needs, swapped as one piece when rules change."""
+    """What a request to one site needs: its routes, caches and public face."""
 
     router: Router
     scripts: ScriptService
     relays: RelayService
     privacy: Privacy
+    site: Site
+    config: SiteConfig | None = None  # from the sites file; None: from flags
+
+
+@dataclass(frozen=True, slots=True)
+class Generation:
+    """One loaded configuration (rules, sites, their services), swapped whole.
+
+    A request reads `Proxy.generation` once and keeps what it read, so a reload
+    never changes the rules under a request already running.
+    """
+
+    rules: RuleSet
+    sites: Sites | None
+    single: Services | None  # without a sites file: the one site
+    by_site: Mapping[str, Services]  # site name -> its services
+
+    def services_for(self, request: web.Request, trusted_peer: bool) -> Services:
+        if self.single is not None:
+            return self.single
+        assert self.sites is not None
+        host = request.headers.get(h.HOST, "")
+        if trusted_peer:
+            host = request.headers.get(h.X_FORWARDED_HOST, host).split(",")[0]
+        config = self.sites.for_host(host.strip())
+        if config is None:
+            raise NotFound("no site is configured for this Host")
+        return self.by_site[config.name]
 
 
 class Proxy:
     """The running proxy: settings, the shared upstream client and the rules."""
 
-    def __init__(self, settings: Settings, rules: RuleSet) -> None:
+    def __init__(
+        self, settings: Settings, rules: RuleSet, sites: Sites | None = None
+    ) -> None:
         self.settings = settings
         self.upstream = Upstream(settings.overrides)
-        self.services = self._services(rules)
+        self.generation = self._generation(rules, sites)
+        self.tracer = Tracer(settings.trace_secret) if settings.trace_secret else None
 
-    def _services(self, rules: RuleSet) -> Services:
+    @property
+    def services(self) -> Services:
+        """The services now serving the one site there is without a sites
+        file (with one: the first site's), for tools and tests."""
+        generation = self.generation
+        if generation.single is not None:
+            return generation.single
+        return next(iter(generation.by_site.values()))
+
+    def swap(self, rules: RuleSet, sites: Sites | None) -> None:
+        """Serve new rules from the next request on; running ones keep theirs."""
+        self.generation = self._generation(rules, sites)
+
+    def _generation(self, rules: RuleSet, sites: Sites | None) -> Generation:
+        if sites is None:
+            single = self._services(rules, self.settings.site, None)
+            return Generation(rules, None, single, {})
+        # One script cache for all sites: keys hold the public URL already,
+        # and one byte bound for the process is what operators size for.
+        cache = ScriptCache()
+        by_site = {}
+        for config in sites.sites:
+            enabled = rules
+            if config.vendors is not None:
+                enabled = build_rule_set(
+                    [r for r in rules.rules if r.vendor in config.vendors]
+                )
+            services = self._services(enabled, config.site, config)
+            services.scripts.cache = cache
+            by_site[config.name] = services
+        return Generation(rules, sites, None, by_site)
+
+    def _services(
+        self, rules: RuleSet, site: Site, config: SiteConfig | None
+    ) -> Services:
         router = Router(rules)
         privacy = Privacy(rules, self.settings.consent)
         return Services(
             router=router,
             scripts=ScriptService(self.upstream, router),
-            relays=RelayService(self.upstream, router, self.settings.site, privacy),
+            relays=RelayService(self.upstream, router, site, privacy),
             privacy=privacy,
+            site=site,
+            config=config,
         )
 
     async def close(self) -> None:
@@ -61,19 +139,22 @@ class Proxy:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         started = time.monotonic()
-        services = self.services  # one rule set for the whole request
+        generation = self.generation  # one rule set for the whole request
         outcome: exchange.Record = {}
         exchange.begin(outcome)
+        if self.tracer is not None and self.tracer.wants(request):
+            outcome[exchange.TRACE] = Trace(request)
         metrics.IN_FLIGHT.inc()
         response: web.StreamResponse | None = None
         status = 500
         try:
-            response = await self._dispatch(request, services, outcome)
+            response = await self._dispatch(request, generation, outcome)
             status = response.status
             return response
         except Rejection as exc:
             status = exc.status
             outcome.setdefault(exchange.ERROR, exc.reason)
+            tracing.note(outcome, error=exc.reason)
             self._count_rejection(exc, outcome)
             response = exc.response()
             return response
@@ -84,20 +165,28 @@ class Proxy:
             self._log(request, response, status, outcome, took)
 
     async def _dispatch(
-        self, request: web.Request, services: Services, outcome: dict[str, object]
+        self, request: web.Request, generation: Generation, outcome: exchange.Record
     ) -> web.StreamResponse:
+        trust = self.settings.trust
+        peer = request.remote
+        trusted_peer = trust.is_trusted_peer(peer)
+        services = generation.services_for(request, trusted_peer)
+
         target = services.router.match(request.raw_path)
         outcome[exchange.VENDOR] = target.rule.vendor
         outcome[exchange.ROUTE] = metrics.route_id(target.route)
         outcome[exchange.KIND] = target.route.kind
+        tracing.note(
+            outcome,
+            vendor=target.rule.vendor,
+            route=outcome[exchange.ROUTE],
+            upstream=target.upstream_url,
+        )
 
-        trust = self.settings.trust
-        peer = request.remote
-        trusted_peer = trust.is_trusted_peer(peer)
         visitor = trust.visitor(
             peer, request.headers.getall(h.X_FORWARDED_FOR, []), request.headers
         )
-        public_url = self.settings.site.public_url_for(request, trusted_peer)
+        public_url = services.site.public_url_for(request, trusted_peer)
 
         if isinstance(target.route, RelayRoute):
             return await services.relays.relay(
@@ -129,6 +218,7 @@ class Proxy:
             request, target, public_url, address, geo
         )
         outcome[exchange.CACHE] = how
+        tracing.note(outcome, cache=how)
         metrics.script_cache(target.rule.vendor, how)
         # Vendors fetch() their JSON config (Reddit, Segment): from the site
         # to a tagproxy subdomain that is cross-origin and needs the same
@@ -193,9 +283,7 @@ class Proxy:
             fields["privacy"] = outcome[exchange.PRIVACY]
         if exchange.ERROR in outcome:
             fields["error"] = outcome[exchange.ERROR]
-        if self.settings.log_format == "json":
-            access_log.info(json.dumps(fields), extra={"access": fields})
-            return
+        # The JSON formatter (logs.py) writes the fields themselves.
         text = " ".join(
             f"{k}={v}" for k, v in fields.items() if k not in ("method", "path")
         )
@@ -226,6 +314,9 @@ def build_app(proxy: Proxy) -> web.Application:
         }
     )
     app.router.add_route("*", "/{tail:.*}", proxy.handle)
+    if proxy.tracer is not None:
+        # Only with a trace secret: other answers skip the signal entirely.
+        app.on_response_prepare.append(on_prepare)
 
     async def close(_: web.Application) -> None:
         await proxy.close()

@@ -43,6 +43,17 @@ def parse_public_url(raw: str) -> URL:
     return url.with_path(url.raw_path.rstrip("/"), encoded=True)
 
 
+def is_origin_pattern(raw: str) -> bool:
+    """`https://www.shop.example` or `https://*.shop.example`: no path, no query."""
+    url = URL(raw.replace("*.", "wildcard."))
+    return (
+        url.scheme in ("http", "https")
+        and bool(url.host)
+        and url.path in ("", "/")
+        and not url.raw_query_string
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class OriginMatcher:
     """Origins allowed to call relays cross-origin: exact, or `https://*.suffix`."""

@@ -13,6 +13,7 @@ import pytest
 from aiohttp import web
 
 from proxy.config import build_settings, rule_variables
+from proxy.reload import load_config
 from proxy.rules import RuleSet, load_rules
 from proxy.server import Proxy, build_app
 from proxy.upstream import GuardedResolver
@@ -102,9 +103,12 @@ async def start_proxy(vendor: FakeVendor) -> AsyncIterator[StartProxy]:
             log_format="plain",
             log_level="INFO",
             rule_vars=rule_vars,
+            sites=kw.pop("sites", None),
+            trace_secret=kw.pop("trace_secret", None),
         )
         assert not kw, f"unknown settings {kw}"
-        proxy = Proxy(settings, loaded)
+        config = load_config(settings)
+        proxy = Proxy(settings, config.rules, config.sites)
         runner = web.AppRunner(build_app(proxy), access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)

@@ -1,0 +1,135 @@
+"""`tagproxy serve --workers 2` as a subprocess: both workers serve the one
+port, the supervisor's admin listener sums their metrics, SIGHUP reloads every
+worker, a killed worker comes back, and SIGTERM stops everything cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import aiohttp
+
+from .conftest import BUNDLED_RULES
+from .fakes import FakeVendor
+from .test_end_to_end import _clean_env, free_port
+
+WAIT_STEPS = 400  # of 50 ms: start-up of two fresh interpreters on slow CI
+
+
+async def until(check: object, what: str) -> None:
+    assert callable(check)
+    for _ in range(WAIT_STEPS):
+        if await check():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def readiness(client: aiohttp.ClientSession, admin: str) -> dict[str, object]:
+    try:
+        async with client.get(f"{admin}/readyz") as response:
+            body: dict[str, object] = await response.json()
+            return body
+    except aiohttp.ClientError:
+        return {}
+
+
+def metric(text: str, name: str) -> float:
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(name)
+    )
+
+
+async def test_two_workers_share_port_reload_restart_and_stop(
+    vendor: FakeVendor, tmp_path: Path
+) -> None:
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    shutil.copy(BUNDLED_RULES / "plausible.toml", rules)
+    port, admin_port = free_port(), free_port()
+    url, admin = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin_port}"
+    command = [sys.executable, "-m", "proxy", "serve", "--rules", str(rules)]
+    command += ["--listen", f"127.0.0.1:{port}", "--workers", "2"]
+    command += ["--admin-listen", f"127.0.0.1:{admin_port}", "--log-format", "json"]
+    for host in ("plausible.io", "cloud.umami.is"):
+        command += ["--upstream-override", f"https://{host}={vendor.url}"]
+    process = subprocess.Popen(  # noqa: ASYNC220 - started once, not awaited
+        command, env=_clean_env(), stderr=subprocess.PIPE, text=True
+    )
+    try:
+        async with aiohttp.ClientSession() as client:
+
+            async def two_ready() -> bool:
+                workers = (await readiness(client, admin)).get("workers")
+                return isinstance(workers, dict) and len(workers) == 2
+
+            await until(two_ready, "two workers serving")
+            # Fresh connections each time, so the kernel spreads them.
+            for _ in range(8):
+                async with (
+                    aiohttp.ClientSession() as one,
+                    one.post(f"{url}/pa/api/event?q=1", data=b"{}") as r,
+                ):
+                    assert r.status == 204
+            assert len(vendor.received) == 8
+
+            async def counted() -> bool:
+                # A relay's answer reaches the client just before its
+                # worker counts it.
+                async with client.get(f"{admin}/metrics") as response:
+                    text = await response.text()
+                assert metric(text, "tagproxy_workers ") == 2
+                return metric(text, "tagproxy_requests_total{") == 8
+
+            await until(counted, "both workers' requests in the sum")
+
+            # SIGHUP: every worker reloads and serves the added rule.
+            shutil.copy(BUNDLED_RULES / "umami.toml", rules)
+            process.send_signal(signal.SIGHUP)
+
+            async def umami_routed() -> bool:
+                async with client.post(f"{url}/um/api/send", data=b"{}") as r:
+                    return r.status == 204
+
+            for _ in range(4):  # whichever worker answers
+                await until(umami_routed, "the reloaded rule")
+
+            # A worker that dies is replaced.
+            pids = (await readiness(client, admin))["workers"]
+            assert isinstance(pids, dict)
+            os.kill(int(pids["0"]), signal.SIGKILL)
+
+            async def replaced() -> bool:
+                workers = (await readiness(client, admin)).get("workers")
+                return isinstance(workers, dict) and workers.get("0") not in (
+                    None,
+                    pids["0"],
+                )
+
+            await until(replaced, "the killed worker's replacement")
+            async with client.get(f"{admin}/metrics") as response:
+                text = await response.text()
+            assert metric(text, "tagproxy_worker_restarts_total ") == 1
+    finally:
+        process.terminate()
+        _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 0, stderr
+
+    lines = [json.loads(line) for line in stderr.splitlines()]
+    access = [line for line in lines if line["logger"] == "tagproxy.access"]
+    assert len(access) >= 8
+    first = access[0]
+    assert first["vendor"] == "plausible"
+    assert first["path"] == "/pa/api/event"
+    assert "q=1" not in json.dumps(access)  # beacon queries never logged at INFO
+    assert {"ms", "upstream_ms", "bytes_in", "bytes_out", "worker"} <= first.keys()
+    reloads = [line["message"] for line in lines if "reload" in line["message"]]
+    assert any("rules added: umami" in message for message in reloads)
