@@ -143,6 +143,7 @@ async def test_broken_rule_file_keeps_old_rules_serving(
     vendor.reply("plausible.io", "/api/event", Reply(202))
     proxy = await start_proxy(
         rules=[rules_dir],
+        rule_vars=[],
         public_url=PUBLIC,
         overrides=overrides_to(vendor, "plausible.io", "cloud.umami.is"),
     )
@@ -181,6 +182,7 @@ async def test_good_reload_adds_a_route(
 ) -> None:
     proxy = await start_proxy(
         rules=[rules_dir],
+        rule_vars=[],
         public_url=PUBLIC,
         overrides=overrides_to(vendor, "plausible.io", "cloud.umami.is"),
     )
@@ -209,7 +211,7 @@ async def test_changed_and_removed_rules_are_reported(
     rules_dir: Path,
 ) -> None:
     shutil.copy(BUNDLED_RULES / "umami.toml", rules_dir)
-    proxy = await start_proxy(rules=[rules_dir], public_url=PUBLIC)
+    proxy = await start_proxy(rules=[rules_dir], public_url=PUBLIC, rule_vars=[])
     admin = await start_admin(proxy)
 
     (rules_dir / "umami.toml").unlink()
@@ -238,7 +240,7 @@ async def test_request_in_flight_finishes_on_its_rules(
         return web.Response(status=202)
 
     vendor.reply("plausible.io", "/api/event", slow)
-    proxy = await start_proxy(rules=[rules_dir], public_url=PUBLIC)
+    proxy = await start_proxy(rules=[rules_dir], public_url=PUBLIC, rule_vars=[])
     admin = await start_admin(proxy)
 
     running = asyncio.create_task(post(proxy, "/pa/api/event"))

@@ -142,7 +142,7 @@ async def send(port: int, head: str, body: bytes = b"") -> RawResponse:
 
 
 def vendor_hosts(proxy: Running) -> set[str]:
-    rules = proxy.proxy.services.router.rules
+    rules = proxy.proxy.generation.rules
     return {h.host for rule in rules.rules for h in rule.hosts}
 
 
