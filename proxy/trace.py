@@ -35,6 +35,7 @@ HEADER: Final = "X-Tagproxy-Trace"
 MAX_HEADER: Final = 4096  # what proxies and browsers reliably carry
 _EXCERPT: Final = 256
 _SHORT: Final = 64
+_FRAMING: Final = frozenset({"host", "content-length"})
 
 
 class Tracer:
@@ -74,7 +75,10 @@ class Trace:
         incoming = self.request.headers
         self.data["sent_to"] = str(prepared.url.with_query(None))
         self.data["host"] = prepared.host_header
-        self.data["headers"] = _header_diff(incoming.items(), headers.items())
+        # Host and Content-Length are set by the client as it sends; Host is
+        # shown on its own above.
+        before = [(k, v) for k, v in incoming.items() if k.lower() not in _FRAMING]
+        self.data["headers"] = _header_diff(before, headers.items())
         self.data["cookies"] = _cookie_names(incoming, headers)
         raw_query = self.request.raw_path.partition("?")[2].partition("#")[0]
         self.data["query"] = _before_after(raw_query, query)
