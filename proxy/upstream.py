@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
+import functools
 import ipaddress
 import logging
 import socket
@@ -31,11 +32,15 @@ from .rules.model import Timeouts
 
 log = logging.getLogger(__name__)
 
-_MIN_TTL: Final = 5.0
+# A floor keeps a zero-TTL zone from costing a look-up per request; one
+# second still follows a vendor that moves its addresses.
+_MIN_TTL: Final = 1.0
 _MAX_TTL: Final = 300.0
 _NEGATIVE_TTL: Final = 5.0
 _DNS_TIMEOUT: Final = 5.0
 _MAX_BASES: Final = 4096
+# How long an address that refused a connection is tried after the others.
+_FAILED_ADDRESS_TTL: Final = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,14 +129,19 @@ class GuardedResolver(AbstractResolver):
     aiohttp's own DNS cache keeps every answer for one fixed time; vendors
     move addresses with short TTLs, so answers live here for their own TTL
     (bounded), and failed look-ups are retried after a few seconds. `lookup`
-    replaces the DNS source (tests point it at fixed answers); the guard
-    applies to whatever it returns.
+    replaces the DNS source (tests point it at fixed answers); `nameservers`
+    (`IP:PORT`) replace the system's DNS servers. The guard applies to
+    whatever either returns.
     """
 
     def __init__(
-        self, allowed_names: frozenset[str] = frozenset(), lookup: Lookup | None = None
+        self,
+        allowed_names: frozenset[str] = frozenset(),
+        lookup: Lookup | None = None,
+        nameservers: tuple[str, ...] = (),
     ) -> None:
         self._allowed = allowed_names
+        self._nameservers = nameservers
         self._cache: dict[tuple[str, int], tuple[float, list[ResolveResult]]] = {}
         self._dns: Any = None
         self.lookup: Lookup = lookup or self._lookup
@@ -165,7 +175,7 @@ class GuardedResolver(AbstractResolver):
         except ImportError:  # pragma: no cover - aiodns is a dependency
             return await _system_lookup(host, port), _MIN_TTL
         if self._dns is None:
-            self._dns = aiodns.DNSResolver()
+            self._dns = aiodns.DNSResolver(nameservers=list(self._nameservers) or None)
         results: list[ResolveResult] = []
         ttls: list[float] = []
         for qtype, family in (("A", socket.AF_INET), ("AAAA", socket.AF_INET6)):
@@ -181,13 +191,18 @@ class GuardedResolver(AbstractResolver):
                     continue  # the CNAME chain leading to the addresses
                 results.append(_result(host, address, port, family))
                 ttls.append(float(record.ttl))
-        if not results:
-            return await _system_lookup(host, port), _NEGATIVE_TTL
-        return results, min(max(min(ttls), _MIN_TTL), _MAX_TTL)
+        if results:
+            return results, min(max(min(ttls), _MIN_TTL), _MAX_TTL)
+        if self._nameservers:
+            # The operator chose the DNS servers: names they do not know must
+            # not leak to the system resolver (and its network) instead.
+            return [], _NEGATIVE_TTL
+        return await _system_lookup(host, port), _NEGATIVE_TTL
 
     async def close(self) -> None:
         if self._dns is not None:
-            self._dns.cancel()
+            await self._dns.close()
+            self._dns = None
 
 
 async def _system_lookup(host: str, port: int) -> list[ResolveResult]:
@@ -219,10 +234,13 @@ class Prepared:
 class Upstream:
     """The shared client session and the overrides that redirect vendor origins."""
 
-    def __init__(self, overrides: tuple[Override, ...] = ()) -> None:
+    def __init__(
+        self, overrides: tuple[Override, ...] = (), dns_servers: tuple[str, ...] = ()
+    ) -> None:
         self.overrides = overrides
         names = frozenset(o.base.host for o in overrides if o.base.host)
-        self.resolver = GuardedResolver(names)
+        self.resolver = GuardedResolver(names, nameservers=dns_servers)
+        self._failed: dict[str, float] = {}
         connector = aiohttp.TCPConnector(
             resolver=self.resolver,
             use_dns_cache=False,
@@ -247,6 +265,7 @@ class Upstream:
 
     async def close(self) -> None:
         await self.session.close()
+        await self.resolver.close()
 
     def prepare(self, scheme: str, host: str, path_and_query: str) -> Prepared:
         base = self._bases.get((scheme, host))
@@ -293,21 +312,117 @@ class Upstream:
         all_headers[HOST] = prepared.host_header
         started = time.monotonic()
         try:
-            response = await self.session.request(
-                method,
-                prepared.url,
-                headers=all_headers,
-                data=body,
-                allow_redirects=False,
-                timeout=self._timeout(timeouts),
-                compress=None,
-                chunked=None,
-            )
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            response = await self._send(method, prepared, all_headers, body, timeouts)
+        except UpstreamError:
             exchange.upstream_failed(time.monotonic() - started)
-            raise translate(exc, prepared.host_header) from exc
+            raise
         exchange.upstream_answered(time.monotonic() - started)
         return response
+
+    async def _send(
+        self,
+        method: str,
+        prepared: Prepared,
+        headers: CIMultiDict[str],
+        body: bytes | None,
+        timeouts: Timeouts,
+    ) -> aiohttp.ClientResponse:
+        """Connect to an address we resolved (honouring its TTL), not the name.
+
+        aiohttp pools connections by URL host: keyed by name, a pool would
+        keep using a vendor's old address for as long as traffic keeps its
+        connections alive. Keyed by address, a new answer takes effect at
+        once and old connections simply idle out.
+        """
+        url = prepared.url
+        host = url.raw_host or ""
+        if _is_ip(host):  # an override to an address: nothing to resolve
+            return await self._attempt(method, url, headers, body, timeouts, None)
+
+        deadline = time.monotonic() + timeouts.total
+        error: BaseException | None = None
+        for address in await self._addresses(host, url.port, prepared.host_header):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            try:
+                return await self._attempt(
+                    method, url.with_host(address), headers, body, timeouts, left
+                )
+            except _NotConnected as exc:
+                # Nothing was sent on a connection that never opened, so the
+                # next address is safe to try, even for a POST.
+                self._note_failed(address)
+                error = exc.__cause__
+        raise translate(error or TimeoutError(), prepared.host_header) from error
+
+    async def _attempt(
+        self,
+        method: str,
+        url: URL,
+        headers: CIMultiDict[str],
+        body: bytes | None,
+        timeouts: Timeouts,
+        left: float | None,
+    ) -> aiohttp.ClientResponse:
+        timeout = self._timeout(timeouts)
+        if left is not None and left < timeouts.total:
+            timeout = aiohttp.ClientTimeout(
+                total=left, sock_connect=min(timeouts.connect, left)
+            )
+        try:
+            return await self.session.request(
+                method,
+                url,
+                headers=headers,
+                data=body,
+                allow_redirects=False,
+                timeout=timeout,
+                compress=None,
+                chunked=None,
+                server_hostname=headers[HOST] if url.scheme == "https" else None,
+            )
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+            if left is None:
+                raise translate(exc, headers[HOST]) from exc
+            raise _NotConnected() from exc
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise translate(exc, headers[HOST]) from exc
+
+    def _note_failed(self, address: str) -> None:
+        now = time.monotonic()
+        if len(self._failed) > 1024:
+            self._failed = {a: t for a, t in self._failed.items() if t > now}
+        self._failed[address] = now + _FAILED_ADDRESS_TTL
+
+    async def _addresses(
+        self, host: str, port: int | None, host_header: str
+    ) -> list[str]:
+        """The addresses to try, in order, those that failed lately last."""
+        try:
+            answers = await self.resolver.resolve(host, port or 0)
+        except OSError as exc:
+            raise UpstreamError(
+                f"cannot resolve upstream {host_header}", kind="connect"
+            ) from exc
+        addresses = [a["host"] for a in answers]
+        if self._failed:
+            now = time.monotonic()
+            addresses.sort(key=lambda a: self._failed.get(a, 0.0) > now)
+        return addresses
+
+
+class _NotConnected(Exception):
+    """A connection attempt that never opened (its cause says why)."""
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
 
 
 def translate(exc: BaseException, host: str) -> UpstreamError:
