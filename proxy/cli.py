@@ -16,6 +16,7 @@ from . import __version__
 from .config import (
     DEFAULT_LISTEN,
     Settings,
+    build_durability,
     build_settings,
     env_defaults,
     env_name,
@@ -140,6 +141,7 @@ def _parser() -> argparse.ArgumentParser:
         choices=("DEBUG", "INFO", "WARNING", "ERROR"),
         type=str.upper,
     )
+    _durability_flags(serve, env)
     serve.set_defaults(run=_serve, env=env)
 
     check = commands.add_parser("check", help="validate rule files; exit 1 on error")
@@ -265,6 +267,44 @@ def _public_url_flag(
     )
 
 
+def _durability_flags(parser: argparse.ArgumentParser, env: dict[str, Any]) -> None:
+    parser.add_argument(
+        "--spool",
+        default=env["spool"],
+        metavar="PATH",
+        help="SQLite file that keeps beacons of durable routes until delivered "
+        "(required when a rule has a durable route)",
+    )
+    parser.add_argument(
+        "--spool-max-size",
+        default=env["spool_max_size"],
+        metavar="SIZE",
+        help="most beacon data the spool holds, e.g. 256MiB (the default); "
+        "when full, durable routes relay live",
+    )
+    parser.add_argument(
+        "--spool-sync",
+        default=env["spool_sync"],
+        choices=("normal", "full"),
+        help="normal (default): beacons survive a crash of tagproxy; full: "
+        "also a power cut, at the cost of a disk flush per commit",
+    )
+    parser.add_argument(
+        "--shutdown-grace",
+        default=env["shutdown_grace"],
+        metavar="SECONDS",
+        help="on SIGTERM, how long requests in flight may take to finish (default 10s)",
+    )
+    parser.add_argument(
+        "--dns-server",
+        action="append",
+        default=None,
+        metavar="IP[:PORT]",
+        help="resolve vendor hosts with this DNS server instead of the "
+        "system's (repeatable)",
+    )
+
+
 def _rule_paths(args: argparse.Namespace) -> list[Path]:
     return list(args.rules or args.default_rules)
 
@@ -293,6 +333,13 @@ def _serve(args: argparse.Namespace) -> int:
         sites=args.sites,
         trace_secret=args.trace_secret,
         workers=args.workers,
+        durability=build_durability(
+            spool=args.spool,
+            spool_max_size=args.spool_max_size,
+            spool_sync=args.spool_sync,
+            shutdown_grace=args.shutdown_grace,
+            dns_servers=args.dns_server or env["dns_server"],
+        ),
     )
     setup_logging(settings)
     loaded = load_config(settings)

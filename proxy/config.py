@@ -6,8 +6,9 @@ flags take a comma-separated list there. Flags win over the environment.
 
 from __future__ import annotations
 
+import ipaddress
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -15,6 +16,7 @@ from typing import Final
 from .clientip import Trust, parse_networks
 from .errors import ConfigError
 from .privacy.consent import ConsentConfig, load_consent
+from .rules import parse_duration, parse_size
 from .rules.variables import RuleVariables, parse_rule_vars
 from .site import OriginMatcher, Site, is_origin_pattern, parse_public_url
 from .upstream import Override, parse_override
@@ -24,6 +26,8 @@ DEFAULT_LISTEN: Final = "127.0.0.1:8080"
 DEFAULT_RULES: Final = "rules"
 MAX_WORKERS: Final = 256
 MIN_TRACE_SECRET: Final = 16
+DEFAULT_SPOOL_MAX: Final = 256 * 1024 * 1024
+DEFAULT_GRACE: Final = 10.0
 
 
 def env_name(flag: str) -> str:
@@ -44,6 +48,68 @@ def parse_listen(raw: str, flag: str = "--listen") -> tuple[str, int]:
 
 
 @dataclass(frozen=True, slots=True)
+class Durability:
+    """The spool for durable routes, shutdown's grace period, DNS servers."""
+
+    spool: Path | None = None
+    spool_max_size: int = DEFAULT_SPOOL_MAX
+    spool_sync: str = "normal"
+    shutdown_grace: float = DEFAULT_GRACE
+    dns_servers: tuple[str, ...] = ()
+
+
+def build_durability(
+    *,
+    spool: str | None = None,
+    spool_max_size: str | None = None,
+    spool_sync: str | None = None,
+    shutdown_grace: str | None = None,
+    dns_servers: Sequence[str] = (),
+) -> Durability:
+    def fail(flag: str, raw: object) -> Callable[[str], ConfigError]:
+        return lambda why: ConfigError(f"{flag} {raw!r}: {why}")
+
+    sync = (spool_sync or "normal").lower()
+    if sync not in ("normal", "full"):
+        raise ConfigError(f"--spool-sync {spool_sync!r}: expected normal or full")
+    max_size = DEFAULT_SPOOL_MAX
+    if spool_max_size:
+        max_size = parse_size(spool_max_size, fail("--spool-max-size", spool_max_size))
+    grace = DEFAULT_GRACE
+    if shutdown_grace:
+        grace = parse_duration(shutdown_grace, fail("--shutdown-grace", shutdown_grace))
+    return Durability(
+        spool=Path(spool) if spool else None,
+        spool_max_size=max_size,
+        spool_sync=sync,
+        shutdown_grace=grace,
+        dns_servers=tuple(parse_dns_server(d) for d in dns_servers),
+    )
+
+
+def parse_dns_server(raw: str) -> str:
+    """`IP` or `IP:PORT` (`[IPv6]:PORT`), as c-ares takes it."""
+    spec = raw.strip()
+    host, port = spec, ""
+    if spec.startswith("["):
+        host, _, port = spec[1:].partition("]")
+        port = port.removeprefix(":")
+    elif spec.count(":") == 1:
+        host, _, port = spec.partition(":")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        address = None
+    if address is None or (port and not (port.isdigit() and 0 < int(port) < 65536)):
+        raise ConfigError(
+            f"--dns-server {raw!r}: expected an IP address with an optional "
+            "port, e.g. 127.0.0.1:5353 or [::1]:53"
+        )
+    shown = f"[{address}]" if address.version == 6 else str(address)
+    return f"{shown}:{port or 53}"
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     rules: tuple[Path, ...] = (Path(DEFAULT_RULES),)
     listen: tuple[str, int] = ("127.0.0.1", 8080)
@@ -59,6 +125,7 @@ class Settings:
     sites: Path | None = None  # the sites file; None: one site from flags
     trace_secret: str | None = None  # unlocks X-Tagproxy-Trace answers
     workers: int = 1
+    durability: Durability = field(default_factory=Durability)
 
     @property
     def listen_text(self) -> str:
@@ -90,6 +157,7 @@ def build_settings(
     sites: str | None = None,
     trace_secret: str | None = None,
     workers: int = 1,
+    durability: Durability | None = None,
 ) -> Settings:
     """Validate raw option values into Settings, naming the option on error."""
     public = parse_public_url(public_url) if public_url else None
@@ -130,6 +198,7 @@ def build_settings(
         sites=Path(sites) if sites else None,
         trace_secret=trace_secret or None,
         workers=workers,
+        durability=durability or Durability(),
     )
 
 
@@ -166,4 +235,9 @@ def env_defaults(environ: Mapping[str, str] | None = None) -> dict[str, object]:
         "sites": env.get(env_name("sites")),
         "trace_secret": env.get(env_name("trace-secret")),
         "workers": env.get(env_name("workers"), "1"),
+        "spool": env.get(env_name("spool")),
+        "spool_max_size": env.get(env_name("spool-max-size")),
+        "spool_sync": env.get(env_name("spool-sync")),
+        "shutdown_grace": env.get(env_name("shutdown-grace")),
+        "dns_server": env_list(env.get(env_name("dns-server"))),
     }

@@ -100,6 +100,14 @@ BEACONS_DROPPED: Final = Counter(
     "by vendor and reason (consent, rate_limit, tag_id, ...).",
     ["vendor", "reason"],
 )
+SPOOL_BEACONS: Final = Counter(
+    "tagproxy_spool_beacons",
+    "Beacons of durable routes by what happened to them: accepted (spooled "
+    "and answered), delivered, retried, rejected (4xx from the vendor, not "
+    "retried), expired, unknown_host, full and write_errors (answered by the "
+    "live relay instead).",
+    ["vendor", "event"],
+)
 SPOOL_DEPTH: Final = Gauge(
     "tagproxy_spool_depth",
     "Beacons waiting in the delivery spool.",
@@ -211,6 +219,10 @@ def beacon_dropped(vendor: str, reason: str) -> None:
     BEACONS_DROPPED.labels(vendor, reason).inc()
 
 
+def spool_event(vendor: str, event: str) -> None:
+    SPOOL_BEACONS.labels(vendor, event).inc()
+
+
 def spool_state(depth: int, oldest_age_seconds: float) -> None:
     """The spool's size now; call after every change (and periodically, so
     the age keeps growing while nothing drains)."""
@@ -251,6 +263,7 @@ __all__ = [
     "route_id",
     "rules_serving",
     "script_cache",
+    "spool_event",
     "spool_state",
     "stale_served",
     "upstream_answered",

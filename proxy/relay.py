@@ -21,6 +21,7 @@ from . import exchange, metrics
 from . import headers as h
 from . import trace as tracing
 from .cookies import cookie_name, filter_cookie_header, rewrite_set_cookie
+from .delivery import Delivery, durable_answer
 from .envelope import envelope_target
 from .errors import MethodNotAllowed, PayloadTooLarge, UpstreamError
 from .jsonbody import client_ip_in_body
@@ -176,11 +177,13 @@ class RelayService:
         router: Router,
         site: Site,
         privacy: Privacy | None = None,
+        delivery: Delivery | None = None,
     ) -> None:
         self.upstream = upstream
         self.router = router
         self.site = site
         self.privacy = privacy or Privacy(router.rules)
+        self.delivery = delivery
 
     async def relay(
         self,
@@ -226,6 +229,16 @@ class RelayService:
             decision.edit_headers(headers)
         body = client_ip_in_body(body, policy, address, request.headers, route.max_body)
         path_query = target.path + (f"?{query}" if query else "")
+        if (
+            route.durable is not None
+            and self.delivery is not None
+            and request.method != "HEAD"
+            and await self.delivery.accept(
+                target, request.method, path_query, headers, body
+            )
+        ):
+            outcome["upstream_status"] = "spooled"
+            return self._spooled(request, route, public_url)
         prepared = self.upstream.prepare(
             target.host.scheme, target.upstream_host, path_query
         )
@@ -251,6 +264,16 @@ class RelayService:
         if request.headers.get(h.ORIGIN):
             answer.headers.add(h.VARY, "Origin")
         return answer
+
+    def _spooled(
+        self, request: web.Request, route: RelayRoute, public_url: URL
+    ) -> web.Response:
+        """The rule's answer for a beacon now safe in the spool."""
+        response = durable_answer(route)
+        response.headers.update(cors_headers(request, self.site, public_url))
+        if request.headers.get(h.ORIGIN):
+            response.headers.add(h.VARY, "Origin")
+        return response
 
     async def _answer(
         self,

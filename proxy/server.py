@@ -15,6 +15,7 @@ from . import exchange, metrics
 from . import headers as h
 from . import trace as tracing
 from .config import Settings
+from .delivery import Delivery, require_spool
 from .errors import (
     MethodNotAllowed,
     NotFound,
@@ -30,6 +31,7 @@ from .rules.loader import build_rule_set
 from .scripts import ScriptCache, ScriptService
 from .site import Site
 from .sites import SiteConfig, Sites
+from .spool import Spool
 from .trace import Trace, Tracer, on_prepare
 from .upstream import Upstream
 
@@ -37,6 +39,9 @@ log = logging.getLogger(__name__)
 access_log = logging.getLogger("tagproxy.access")
 
 _SCRIPT_METHODS: Final = frozenset({"GET", "HEAD"})
+# How long delivery attempts in flight may finish at shutdown; the rest stay
+# spooled and go after the restart.
+_DELIVERY_STOP: Final = 2.0
 
 
 @dataclass(slots=True)
@@ -84,7 +89,10 @@ class Proxy:
         self, settings: Settings, rules: RuleSet, sites: Sites | None = None
     ) -> None:
         self.settings = settings
-        self.upstream = Upstream(settings.overrides)
+        durability = settings.durability
+        require_spool(rules, durability.spool)
+        self.upstream = Upstream(settings.overrides, durability.dns_servers)
+        self.delivery: Delivery | None = None
         self.generation = self._generation(rules, sites)
         self.tracer = Tracer(settings.trace_secret) if settings.trace_secret else None
 
@@ -102,6 +110,7 @@ class Proxy:
         self.generation = self._generation(rules, sites)
 
     def _generation(self, rules: RuleSet, sites: Sites | None) -> Generation:
+        require_spool(rules, self.settings.durability.spool)
         if sites is None:
             single = self._services(rules, self.settings.site, None)
             return Generation(rules, None, single, {})
@@ -128,13 +137,34 @@ class Proxy:
         return Services(
             router=router,
             scripts=ScriptService(self.upstream, router),
-            relays=RelayService(self.upstream, router, site, privacy),
+            relays=RelayService(self.upstream, router, site, privacy, self.delivery),
             privacy=privacy,
             site=site,
             config=config,
         )
 
+    async def start(self) -> None:
+        """Open the spool and start delivering from it, before serving."""
+        durability = self.settings.durability
+        if durability.spool is None:
+            return
+        spool = await Spool.open(
+            durability.spool, durability.spool_max_size, durability.spool_sync
+        )
+        self.delivery = Delivery(spool, self.upstream, self._rules)
+        self.delivery.start()
+        generation = self.generation
+        self.generation = self._generation(generation.rules, generation.sites)
+
+    def _rules(self) -> RuleSet:
+        return self.generation.rules
+
     async def close(self) -> None:
+        """After the HTTP server stopped: the spool, then the upstream client."""
+        if self.delivery is not None:
+            await self.delivery.stop(
+                min(_DELIVERY_STOP, self.settings.durability.shutdown_grace)
+            )
         await self.upstream.close()
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -318,8 +348,12 @@ def build_app(proxy: Proxy) -> web.Application:
         # Only with a trace secret: other answers skip the signal entirely.
         app.on_response_prepare.append(on_prepare)
 
+    async def start(_: web.Application) -> None:
+        await proxy.start()
+
     async def close(_: web.Application) -> None:
         await proxy.close()
 
+    app.on_startup.append(start)
     app.on_cleanup.append(close)
     return app

@@ -3,6 +3,7 @@
 from .loader import RuleError, load_rule, load_rules, parse_duration, parse_size
 from .model import (
     CacheMode,
+    Durable,
     IpVia,
     RelayRoute,
     Route,
@@ -14,6 +15,7 @@ from .model import (
 
 __all__ = [
     "CacheMode",
+    "Durable",
     "IpVia",
     "RelayRoute",
     "Route",

@@ -20,6 +20,7 @@ from ..rewrite.shim import js_label_pattern
 from .model import (
     DNS_LABEL,
     CacheMode,
+    Durable,
     EnvelopeTunnel,
     ExtraRewrite,
     IpPassing,
@@ -393,6 +394,7 @@ def _relay(table: Table, hosts: tuple[UpstreamHost, ...]) -> RelayRoute:
         max_body=table.size("max_body", 64 * 1024),
         timeouts=_timeouts(table, connect=5, total=10),
         envelope=_envelope(table, host),
+        durable=_durable(table) if "durable" in table.data else None,
     )
     table.done()
     return route
@@ -409,6 +411,40 @@ def _envelope(table: Table, host: UpstreamHost) -> EnvelopeTunnel | None:
         raise table.fail("host", host.host, "an envelope tunnel needs a concrete host")
     tunnel.done()
     return EnvelopeTunnel(frozenset(projects))
+
+
+def _durable(relay: Table) -> Durable:
+    """`[relays.durable]`: answer from the spool, deliver in the background."""
+    table = relay.table("durable")
+    status = table.get("status", int, 204)
+    if not 200 <= status <= 299:
+        raise table.fail(
+            "status", status, "must be a 2xx status (the beacon is accepted)"
+        )
+    body = table.get("body", str, "")
+    if body and status in (204, 205):
+        raise table.fail("body", body, f"a {status} answer has no body")
+    content_type = table.get("content_type", str, "text/plain" if body else "")
+    durable = Durable(
+        status=status,
+        body=body.encode(),
+        content_type=content_type or None,
+        max_age=table.duration("max_age", 24 * 3600),
+        retry_initial=table.duration("retry_initial", 1),
+        retry_max=table.duration("retry_max", 300),
+    )
+    if durable.max_age <= 0:
+        raise table.fail("max_age", durable.max_age, "must be more than zero")
+    if durable.retry_initial <= 0:
+        raise table.fail(
+            "retry_initial", durable.retry_initial, "must be more than zero"
+        )
+    if durable.retry_max < durable.retry_initial:
+        raise table.fail(
+            "retry_max", durable.retry_max, "must not be less than retry_initial"
+        )
+    table.done()
+    return durable
 
 
 def _rewrite(table: Table) -> ExtraRewrite:

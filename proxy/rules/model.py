@@ -166,6 +166,24 @@ class EnvelopeTunnel:
 
 
 @dataclass(frozen=True, slots=True)
+class Durable:
+    """A relay route whose beacons are spooled, answered, then delivered.
+
+    The client gets `status` and `body` as soon as the beacon is on disk;
+    a background worker sends it with retries until the vendor takes it or
+    it is older than `max_age`. Only for fire-and-forget beacons: the client
+    never sees the vendor's own answer (body, cookies).
+    """
+
+    status: int
+    body: bytes
+    content_type: str | None
+    max_age: float
+    retry_initial: float
+    retry_max: float
+
+
+@dataclass(frozen=True, slots=True)
 class RelayRoute:
     """Upstream paths relayed as they are, under the rule's policies.
 
@@ -180,6 +198,7 @@ class RelayRoute:
     timeouts: Timeouts
     kind: str = "relay"
     envelope: EnvelopeTunnel | None = None
+    durable: Durable | None = None  # spool and answer at once (opt-in)
 
 
 Route = ScriptRoute | RelayRoute
