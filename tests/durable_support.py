@@ -1,0 +1,91 @@
+"""tagproxy with a spool, started and stopped in-process, and waiting helpers.
+
+The durable, shutdown and chaos tests stop and restart tagproxy on the same
+spool file, which the shared `start_proxy` fixture does not do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiohttp import web
+
+from proxy.config import build_durability, build_settings
+from proxy.delivery import DeliveryStats
+from proxy.rules import load_rules
+from proxy.server import Proxy, build_app
+
+DURABLE_RULES = Path(__file__).resolve().parent / "rules_durable"
+HOST = "collect.beacon.test"
+
+
+async def eventually(
+    check: Callable[[], bool], seconds: float = 10.0, what: str = "condition"
+) -> None:
+    """Wait until `check()` holds; fail after `seconds` (a bound, not a timing)."""
+    deadline = time.monotonic() + seconds
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not happen within {seconds}s")
+        await asyncio.sleep(0.02)
+
+
+@dataclass
+class DurableProxy:
+    """tagproxy on a free port with the durable test rules and a spool."""
+
+    vendor_url: str
+    spool: Path
+    spool_max: str = "64MiB"
+    trusted: tuple[str, ...] = ()
+    url: str = ""
+    proxy: Proxy | None = None
+    _runner: web.AppRunner | None = field(default=None, repr=False)
+
+    async def start(self) -> DurableProxy:
+        rules = load_rules([DURABLE_RULES])
+        settings = build_settings(
+            rules=[str(DURABLE_RULES)],
+            listen="127.0.0.1:0",
+            public_url=None,
+            cookie_domain=None,
+            allowed_origins=[],
+            trusted_proxies=list(self.trusted),
+            client_ip_headers=[],
+            overrides=[f"https://{HOST}={self.vendor_url}"],
+            geo_header=None,
+            log_format="plain",
+            log_level="INFO",
+            durability=build_durability(
+                spool=str(self.spool), spool_max_size=self.spool_max
+            ),
+        )
+        self.proxy = Proxy(settings, rules)
+        self._runner = web.AppRunner(build_app(self.proxy), access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
+        return self
+
+    async def stop(self) -> None:
+        """A graceful stop, as on SIGTERM: the spool is closed cleanly."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    @property
+    def stats(self) -> DeliveryStats:
+        assert self.proxy is not None
+        assert self.proxy.delivery is not None
+        return self.proxy.delivery.stats
+
+    @property
+    def depth(self) -> int:
+        assert self.proxy is not None
+        assert self.proxy.delivery is not None
+        return self.proxy.delivery.spool.depth
