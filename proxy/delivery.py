@@ -37,12 +37,12 @@ from multidict import CIMultiDict
 
 from . import headers as h
 from . import metrics
+from .background import TaskSet
 from .errors import ConfigError, UpstreamError
 from .routing import Target
 from .rules import RelayRoute, RuleSet
 from .rules.model import Timeouts
 from .spool import Beacon, Spool, SpoolError, SpoolFull, Stored
-from .tasks import TaskSet
 from .upstream import Upstream
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """Running tagproxy in one process: the public and admin listeners and signals.
 
 SIGTERM or SIGINT: report not ready, stop accepting, let requests in flight
-finish (up to SHUTDOWN_TIMEOUT), exit. SIGHUP: reload rules and sites. With
+finish (up to --shutdown-grace), exit. SIGHUP: reload rules and sites. With
 `--workers N` the supervisor in workers.py runs N of these, each on the
 shared port, and serves the admin listener itself.
 """
@@ -89,7 +89,9 @@ async def serve(
     proxy = Proxy(settings, loaded.rules, loaded.sites)
     control = ProcessControl(proxy, Reloader(proxy))
     runner = web.AppRunner(
-        build_app(proxy), access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT
+        build_app(proxy),
+        access_log=None,
+        shutdown_timeout=settings.durability.shutdown_grace,
     )
     await runner.setup()
     host, port = settings.listen

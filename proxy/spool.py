@@ -30,8 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Final
 
+from .background import TaskSet
 from .errors import ConfigError
-from .tasks import TaskSet
 
 log = logging.getLogger(__name__)
 
