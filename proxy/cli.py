@@ -24,6 +24,8 @@ from .config import (
 )
 from .errors import ConfigError
 from .logs import setup_logging
+from .privacy import load_consent
+from .privacy.audit import audit, render_json, render_text
 from .reload import load_config
 from .rewrite import BodyKind, kind_for_content_type
 from .routing import Router
@@ -124,14 +126,7 @@ def _parser() -> argparse.ArgumentParser:
         "used for scripts cached per geo",
     )
     _operations_flags(serve, env)
-    serve.add_argument(
-        "--consent",
-        default=env["consent"],
-        metavar="PRESET|FILE",
-        help="how the site records consent: a preset (cookiebot, complianz, "
-        "cookieyes, onetrust) or a TOML file; see docs/privacy.md "
-        "(default: no consent cookie is read)",
-    )
+    _consent_flag(serve, env)
     serve.add_argument(
         "--log-format", choices=("plain", "json"), default=env["log_format"]
     )
@@ -158,6 +153,22 @@ def _parser() -> argparse.ArgumentParser:
     routes = commands.add_parser("routes", help="list first-party paths and upstreams")
     _rules_flag(routes, env)
     routes.set_defaults(run=_routes)
+
+    audit = commands.add_parser(
+        "audit",
+        help="per vendor: what leaves the site for which hosts, in what form, "
+        "under which consent, and which cookies tagproxy sets",
+    )
+    _rules_flag(audit, env)
+    _consent_flag(audit, env)
+    audit.add_argument(
+        "--cookie-domain",
+        default=env["cookie_domain"],
+        metavar="DOMAIN",
+        help="the site's cookie domain, as given to serve",
+    )
+    audit.add_argument("--json", action="store_true", help="print JSON")
+    audit.set_defaults(run=_audit)
 
     url = commands.add_parser(
         "url", help="the first-party URL to use instead of a vendor URL in a script src"
@@ -233,6 +244,17 @@ def _rules_flag(parser: argparse.ArgumentParser, env: dict[str, Any]) -> None:
     )
     parser.set_defaults(default_rules=[Path(r) for r in env["rules"]], env=env)
     _rule_var_flag(parser)
+
+
+def _consent_flag(parser: argparse.ArgumentParser, env: dict[str, Any]) -> None:
+    parser.add_argument(
+        "--consent",
+        default=env["consent"],
+        metavar="PRESET|FILE",
+        help="how the site records consent: a preset (cookiebot, complianz, "
+        "cookieyes, onetrust) or a TOML file; see docs/privacy.md "
+        "(default: no consent cookie is read)",
+    )
 
 
 def _rule_var_flag(parser: argparse.ArgumentParser) -> None:
@@ -418,6 +440,15 @@ def _check(args: argparse.Namespace) -> int:
         return 1
     print(f"{len(files) - failed} of {len(files)} rule files valid")
     return 1 if failed else 0
+
+
+def _audit(args: argparse.Namespace) -> int:
+    rules = load_rules(_rule_paths(args), _variables(args))
+    consent = load_consent(args.consent) if args.consent else None
+    domain = (args.cookie_domain or "").strip().lstrip(".").lower() or None
+    reports = audit(rules, consent, domain)
+    sys.stdout.write(render_json(reports) if args.json else render_text(reports))
+    return 0
 
 
 def _routes(args: argparse.Namespace) -> int:

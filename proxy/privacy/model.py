@@ -154,6 +154,9 @@ class CookiePolicy:
     max_age: int | None = None  # lifetime cap in seconds; None: none
     reissue: NameMatcher | None = None  # JS-written cookies re-set by the server
     reissue_max_age: int = BROWSER_COOKIE_CAP
+    # The consent that must hold for tagproxy to set cookies (re-issued and
+    # visitor ID), whichever beacon carries them; None: the rule's purpose.
+    purpose: Purpose | None = None
     declared: bool = False
 
     @property

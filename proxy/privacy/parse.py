@@ -65,13 +65,13 @@ def parse_privacy(
     table.done()
 
     gates = (gate, *dict.fromkeys(host_gates.values()))
-    needs_consent = [g for g in gates if g.purpose is not Purpose.NONE]
-    if (cookies.reissue or visitor_id) and not needs_consent:
+    cookie_purpose = cookies.purpose or gate.purpose
+    if (cookies.reissue or visitor_id) and cookie_purpose is Purpose.NONE:
         raise table.fail(
             "cookies",
             "reissue / visitor_id",
             'tagproxy sets cookies only while consent holds; purpose "none" '
-            "has no consent to hold",
+            "has no consent to hold (name one in [privacy.cookies] purpose)",
         )
     return PrivacyPolicy(
         gate=gate,
@@ -258,6 +258,11 @@ def _cookies(table: Table) -> CookiePolicy:
             "same_site", "none", "browsers refuse SameSite=None without Secure"
         )
     reissue = _names(table, "reissue", COOKIE_NAME)
+    purpose = None
+    if "purpose" in table.data:
+        purpose = _choice(table, "purpose", Purpose, Purpose.NONE)
+        if purpose is Purpose.NONE:
+            raise table.fail("purpose", "none", "cookies tagproxy sets need consent")
     result = CookiePolicy(
         domain=domain,
         path=path,
@@ -268,6 +273,7 @@ def _cookies(table: Table) -> CookiePolicy:
         reissue=NameMatcher.of(reissue) if reissue else None,
         reissue_max_age=_lifetime(table, "reissue_max_age", BROWSER_COOKIE_CAP)
         or BROWSER_COOKIE_CAP,
+        purpose=purpose,
         declared=True,
     )
     table.done()

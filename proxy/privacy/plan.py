@@ -60,6 +60,8 @@ class PrivacyPlan:
         self._missing = consent.missing if consent is not None else State.GRANTED
         self._missing_grants = consent is not None and consent.missing is State.GRANTED
         self._reads_cookies = consent is not None or _sets_cookies(policy)
+        self._sets_cookies = _sets_cookies(policy)
+        self._cookie_purpose = policy.cookies.purpose or policy.gate.purpose
 
         strip = policy.identifiers
         query = policy.query
@@ -126,13 +128,14 @@ class PrivacyPlan:
             editor = self._query[action]
             raw_query = editor.edit(raw_query) if editor is not None else raw_query
 
-        consented = (
-            action is Action.PASS
-            and gate.purpose is not Purpose.NONE
-            and (
-                state is State.GRANTED
-                or (state is State.UNKNOWN and self._missing_grants)
-            )
+        # tagproxy's own cookies follow consent for their purpose, which a
+        # beacon of another purpose (Google Ads next to GA4) may not share.
+        cookie_state = state
+        if self._sets_cookies and gate.purpose is not self._cookie_purpose:
+            cookie_state = self._consent_state(self._cookie_purpose, cookies, raw_query)
+        consented = action is Action.PASS and (
+            cookie_state is State.GRANTED
+            or (cookie_state is State.UNKNOWN and self._missing_grants)
         )
         return Decision(
             self,
@@ -143,7 +146,7 @@ class PrivacyPlan:
             body,
             cookies,
             consented=consented,
-            refused=state is State.DENIED or action is not Action.PASS,
+            refused=cookie_state is State.DENIED or action is not Action.PASS,
         )
 
     def _consent_state(
