@@ -25,7 +25,7 @@ from .config import (
 from .errors import ConfigError
 from .logs import setup_logging
 from .privacy import load_consent
-from .privacy.audit import audit, render_json, render_text
+from .privacy.audit import audit, render_json, render_summary, render_text
 from .reload import load_config
 from .rewrite import BodyKind, kind_for_content_type
 from .routing import Router
@@ -167,7 +167,11 @@ def _parser() -> argparse.ArgumentParser:
         metavar="DOMAIN",
         help="the site's cookie domain, as given to serve",
     )
-    audit.add_argument("--json", action="store_true", help="print JSON")
+    shape = audit.add_mutually_exclusive_group()
+    shape.add_argument("--json", action="store_true", help="print JSON")
+    shape.add_argument(
+        "--summary", action="store_true", help="print a Markdown table, one row a gate"
+    )
     audit.set_defaults(run=_audit)
 
     url = commands.add_parser(
@@ -447,7 +451,8 @@ def _audit(args: argparse.Namespace) -> int:
     consent = load_consent(args.consent) if args.consent else None
     domain = (args.cookie_domain or "").strip().lstrip(".").lower() or None
     reports = audit(rules, consent, domain)
-    sys.stdout.write(render_json(reports) if args.json else render_text(reports))
+    render = render_json if args.json else render_text
+    sys.stdout.write((render_summary if args.summary else render)(reports))
     return 0
 
 

@@ -320,7 +320,8 @@ def _script_ip_text(form: str | None) -> str:
 
 
 def _headers_text(request: Report) -> str:
-    text = f"  Request headers that leave (if the browser sent them): {_list(request['headers'])}"
+    headers = _list(request["headers"])
+    text = f"  Request headers that leave (if the browser sent them): {headers}"
     if request["headers_set"]:
         pairs = [f"{k}: {v}" for k, v in request["headers_set"].items()]
         text += f"; set by tagproxy: {_list(pairs)}"
@@ -470,7 +471,8 @@ def _drop_text(answer: Report) -> str:
             if get["bytes"]
             else "no body"
         )
-        return f"  A dropped beacon is not sent; the browser gets {get['status']} ({body})."
+        status = get["status"]
+        return f"  A dropped beacon is not sent; the browser gets {status} ({body})."
     return (
         "  A dropped beacon is not sent; the browser gets "
         f"{get['status']} ({get['content_type']}, {get['bytes']} bytes) to GET "
@@ -553,3 +555,64 @@ def _set_cookie_text(cookies: Report) -> list[str]:
             "consent is refused."
         )
     return lines
+
+
+def render_summary(reports: list[Report]) -> str:
+    """One Markdown table row per vendor and purpose: the posture at a glance."""
+    rows = [
+        "| vendor | beacons | purpose | without consent | GPC | DNT | IP leaves as "
+        "| strip removes | cookies tagproxy sets | own `[privacy]` |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in reports:
+        for gate in r["consent"]["gates"]:
+            rows.append(_summary_row(r, gate))
+    return "\n".join(rows) + "\n"
+
+
+def _summary_row(r: Report, gate: Report) -> str:
+    without = "n/a" if gate["purpose"] == "none" else gate["without_consent"]
+    cells = [
+        r["vendor"],
+        _list(gate["hosts"]),
+        gate["purpose"],
+        without,
+        gate["gpc"],
+        gate["dnt"],
+        r["ip"]["form"],
+        _strip_cell(r["consent"]["strip_removes"], gate),
+        _cookies_cell(r["cookies_set"]),
+        "yes" if r["privacy_section"] else "no: defaults",
+    ]
+    return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+
+def _strip_cell(strip: Report, gate: Report) -> str:
+    if "strip" not in (gate["without_consent"], gate["gpc"], gate["dnt"]):
+        return "n/a (never stripped)"
+    parts = [
+        f"{what} {_list(strip[key])}"
+        for key, what in (("cookies", "cookies"), ("query", "query"), ("body", "body"))
+        if strip[key]
+    ]
+    parts.append(f"IP {'truncated' if strip['ip'] == 'truncate' else 'withheld'}")
+    return "; ".join(parts)
+
+
+def _cookies_cell(cookies: Report) -> str:
+    parts = []
+    if cookies["reissued"] is not None:
+        reissued = cookies["reissued"]
+        purposes = _list(reissued["while_consent_for"])
+        parts.append(
+            f"re-issues {_list(reissued['names'])} "
+            f"({reissued['max_age_days']} d, with {purposes} consent)"
+        )
+    if cookies["visitor_id"] is not None:
+        visitor_id = cookies["visitor_id"]
+        purposes = _list(visitor_id["while_consent_for"])
+        parts.append(
+            f"visitor ID {visitor_id['cookie']} "
+            f"({visitor_id['max_age_days']} d, with {purposes} consent)"
+        )
+    return "; ".join(parts) or "none"
