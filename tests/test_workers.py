@@ -14,9 +14,10 @@ import sys
 from pathlib import Path
 
 import aiohttp
+from aiohttp import web
 
 from .conftest import BUNDLED_RULES
-from .fakes import FakeVendor
+from .fakes import FakeVendor, Received
 from .test_end_to_end import _clean_env, free_port
 
 WAIT_STEPS = 400  # of 50 ms: start-up of two fresh interpreters on slow CI
@@ -133,3 +134,63 @@ async def test_two_workers_share_port_reload_restart_and_stop(
     assert {"ms", "upstream_ms", "bytes_in", "bytes_out", "worker"} <= first.keys()
     reloads = [line["message"] for line in lines if "reload" in line["message"]]
     assert any("rules added: umami" in message for message in reloads)
+
+
+async def test_one_process_reloads_on_sighup_and_drains_on_sigterm(
+    vendor: FakeVendor, tmp_path: Path
+) -> None:
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    shutil.copy(BUNDLED_RULES / "plausible.toml", rules)
+    arrived, release = asyncio.Event(), asyncio.Event()
+
+    async def slow(request: web.Request, received: Received) -> web.Response:
+        arrived.set()
+        await release.wait()
+        return web.Response(status=202)
+
+    vendor.reply("plausible.io", "/api/event", slow)
+    port, admin_port = free_port(), free_port()
+    url, admin = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin_port}"
+    command = [sys.executable, "-m", "proxy", "serve", "--rules", str(rules)]
+    command += ["--listen", f"127.0.0.1:{port}"]
+    command += ["--admin-listen", f"127.0.0.1:{admin_port}"]
+    for host in ("plausible.io", "cloud.umami.is"):
+        command += ["--upstream-override", f"https://{host}={vendor.url}"]
+    process = subprocess.Popen(  # noqa: ASYNC220 - started once, not awaited
+        command, env=_clean_env(), stderr=subprocess.PIPE, text=True
+    )
+    try:
+        async with aiohttp.ClientSession() as client:
+
+            async def ready() -> bool:
+                return (await readiness(client, admin)).get("ready") is True
+
+            await until(ready, "tagproxy serving")
+            shutil.copy(BUNDLED_RULES / "umami.toml", rules)
+            process.send_signal(signal.SIGHUP)
+
+            async def umami_routed() -> bool:
+                async with client.post(f"{url}/um/api/send", data=b"{}") as r:
+                    return r.status == 204
+
+            await until(umami_routed, "the reloaded rule")
+
+            # SIGTERM while a beacon waits on its vendor: readiness drops at
+            # once, the beacon still gets its answer, then the process exits.
+            beacon = asyncio.create_task(client.post(f"{url}/pa/api/event"))
+            await arrived.wait()
+            process.send_signal(signal.SIGTERM)
+
+            async def draining() -> bool:
+                return (await readiness(client, admin)).get("stopping") is True
+
+            await until(draining, "readiness to drop")
+            release.set()
+            async with await beacon as response:
+                assert response.status == 202
+    finally:
+        process.terminate()
+        _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 0, stderr
+    assert "reload (SIGHUP): rules added: umami" in stderr
