@@ -119,6 +119,21 @@ async def test_two_workers_share_port_reload_restart_and_stop(
             async with client.get(f"{admin}/metrics") as response:
                 text = await response.text()
             assert metric(text, "tagproxy_worker_restarts_total ") == 1
+
+            # SIGUSR2: both replaced in turn, serving all along.
+            before = (await readiness(client, admin))["workers"]
+            assert isinstance(before, dict)
+            process.send_signal(signal.SIGUSR2)
+
+            async def all_new() -> bool:
+                async with client.post(f"{url}/pa/api/event", data=b"{}") as r:
+                    assert r.status == 204
+                now = (await readiness(client, admin)).get("workers")
+                assert isinstance(now, dict)
+                assert now
+                return len(now) == 2 and not set(now.values()) & set(before.values())
+
+            await until(all_new, "a rolling restart")
     finally:
         process.terminate()
         _, stderr = process.communicate(timeout=30)
