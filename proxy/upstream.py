@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import functools
+import io
 import ipaddress
 import logging
 import socket
@@ -41,6 +42,7 @@ _DNS_TIMEOUT: Final = 5.0
 _MAX_BASES: Final = 4096
 # How long an address that refused a connection is tried after the others.
 _FAILED_ADDRESS_TTL: Final = 30.0
+_LARGE_BODY: Final = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -375,7 +377,7 @@ class Upstream:
                 method,
                 url,
                 headers=headers,
-                data=body,
+                data=_payload(body),
                 allow_redirects=False,
                 timeout=timeout,
                 compress=None,
@@ -410,6 +412,14 @@ class Upstream:
             now = time.monotonic()
             addresses.sort(key=lambda a: self._failed.get(a, 0.0) > now)
         return addresses
+
+
+def _payload(body: bytes | None) -> bytes | io.BytesIO | None:
+    """Large bodies as a stream: aiohttp warns that raw bytes over a megabyte
+    may hold the event loop, and writes a stream in chunks instead."""
+    if body is None or len(body) <= _LARGE_BODY:
+        return body
+    return io.BytesIO(body)
 
 
 class _NotConnected(Exception):

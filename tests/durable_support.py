@@ -9,14 +9,15 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from aiohttp import web
 
 from proxy.config import build_durability, build_settings
 from proxy.delivery import DeliveryStats
-from proxy.rules import load_rules
+from proxy.rules import RelayRoute, load_rules
+from proxy.rules.loader import build_rule_set
 from proxy.server import Proxy, build_app
 
 DURABLE_RULES = Path(__file__).resolve().parent / "rules_durable"
@@ -39,15 +40,20 @@ class DurableProxy:
     """tagproxy on a free port with the durable test rules and a spool."""
 
     vendor_url: str
-    spool: Path
+    spool: Path | None
     spool_max: str = "64MiB"
     trusted: tuple[str, ...] = ()
+    dns_servers: tuple[str, ...] = ()
     url: str = ""
     proxy: Proxy | None = None
     _runner: web.AppRunner | None = field(default=None, repr=False)
 
     async def start(self) -> DurableProxy:
         rules = load_rules([DURABLE_RULES])
+        if self.spool is None:  # the live routes only
+            rules = build_rule_set(
+                [replace(r, relays=_live(r.relays)) for r in rules.rules]
+            )
         settings = build_settings(
             rules=[str(DURABLE_RULES)],
             listen="127.0.0.1:0",
@@ -61,7 +67,9 @@ class DurableProxy:
             log_format="plain",
             log_level="INFO",
             durability=build_durability(
-                spool=str(self.spool), spool_max_size=self.spool_max
+                spool=str(self.spool) if self.spool else None,
+                spool_max_size=self.spool_max,
+                dns_servers=self.dns_servers,
             ),
         )
         self.proxy = Proxy(settings, rules)
@@ -89,3 +97,7 @@ class DurableProxy:
         assert self.proxy is not None
         assert self.proxy.delivery is not None
         return self.proxy.delivery.spool.depth
+
+
+def _live(relays: tuple[RelayRoute, ...]) -> tuple[RelayRoute, ...]:
+    return tuple(r for r in relays if r.durable is None)

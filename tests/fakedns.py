@@ -22,7 +22,7 @@ _RCODE_NXDOMAIN: Final = 3
 
 @dataclass(slots=True)
 class Record:
-    address: str
+    addresses: list[str]
     ttl: int
 
 
@@ -39,8 +39,9 @@ class FakeDns(asyncio.DatagramProtocol):
     def server(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def answer(self, name: str, address: str, ttl: int) -> None:
-        self.records[name.lower().rstrip(".")] = Record(address, ttl)
+    def answer(self, name: str, address: str | list[str], ttl: int) -> None:
+        addresses = [address] if isinstance(address, str) else list(address)
+        self.records[name.lower().rstrip(".")] = Record(addresses, ttl)
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -78,12 +79,16 @@ class FakeDns(asyncio.DatagramProtocol):
             return head + question
         if qtype != _TYPE_A:
             return struct.pack("!HHHHHH", ident, _FLAGS_ANSWER, 1, 0, 0, 0) + question
-        rdata = ipaddress.IPv4Address(record.address).packed
-        answer = b"\xc0\x0c" + struct.pack(
-            "!HHIH", _TYPE_A, _CLASS_IN, record.ttl, len(rdata)
-        )
-        head = struct.pack("!HHHHHH", ident, _FLAGS_ANSWER, 1, 1, 0, 0)
-        return head + question + answer + rdata
+        answers = b""
+        for address in record.addresses:
+            rdata = ipaddress.IPv4Address(address).packed
+            answers += b"\xc0\x0c" + struct.pack(
+                "!HHIH", _TYPE_A, _CLASS_IN, record.ttl, len(rdata)
+            )
+            answers += rdata
+        count = len(record.addresses)
+        head = struct.pack("!HHHHHH", ident, _FLAGS_ANSWER, 1, count, 0, 0)
+        return head + question + answers
 
 
 def _read_name(packet: bytes, offset: int) -> tuple[str, int]:

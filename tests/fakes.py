@@ -68,19 +68,21 @@ class FakeVendor:
     def to(self, host: str) -> list[Received]:
         return [r for r in self.received if r.host == host]
 
-    async def start(self) -> None:
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        """Listen on `host` (any loopback address) and `port` (0: a free one)."""
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", self._handle)
         # Bodies are recorded as they arrived on the wire, never decoded.
         self._runner = web.AppRunner(app, access_log=None, auto_decompress=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, host, port)
         await site.start()
         self.port = self._runner.addresses[0][1]
 
     async def stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
+            self._runner = None
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
