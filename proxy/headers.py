@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Final
 
 ACCEPT_ENCODING: Final = "Accept-Encoding"
+ALLOW: Final = "Allow"
 CACHE_CONTROL: Final = "Cache-Control"
 CONTENT_ENCODING: Final = "Content-Encoding"
 CONTENT_LENGTH: Final = "Content-Length"

@@ -150,14 +150,19 @@ def preflight(
     site: Site,
     public_url: URL,
 ) -> web.Response:
-    """Answer a CORS preflight ourselves: the vendor never sees it."""
-    headers = {h.VARY: "Origin", h.CACHE_CONTROL: "no-store"}
+    """Answer OPTIONS (a CORS preflight or not) ourselves: the vendor never sees it."""
+    headers = {
+        h.VARY: "Origin",
+        h.CACHE_CONTROL: "no-store",
+        h.ALLOW: ", ".join(sorted(route.methods)),
+    }
     cors = cors_headers(request, site, public_url)
-    if cors:
+    headers |= cors
+    if cors and h.ACRM in request.headers:
         asked = request.headers.get(h.ACRH, "")
         allowed = [n.strip() for n in asked.split(",") if _preflight_ok(n, policy)]
         methods = sorted(route.methods - {"OPTIONS", "HEAD"})
-        headers |= cors | {
+        headers |= {
             h.ACAM: ", ".join(methods),
             h.ACAH: ", ".join(allowed),
             h.ACMA: _PREFLIGHT_MAX_AGE,
@@ -168,6 +173,23 @@ def preflight(
 def _preflight_ok(name: str, policy: RequestPolicy) -> bool:
     lower = name.strip().lower()
     return bool(lower) and policy.passes_header(lower)
+
+
+def cut_client(request: web.Request, error: UpstreamError) -> None:
+    """End a response whose upstream broke off after its headers were sent.
+
+    It is too late for a 502: another status line written now would land in
+    the middle of the body the client is reading. Closing the connection
+    without finishing the body is how the client learns the answer is
+    incomplete (a short chunked body or fewer bytes than Content-Length).
+    """
+    record = exchange.current()
+    if record is not None:
+        record[exchange.ERROR] = error.reason
+        vendor = str(record.get(exchange.VENDOR, metrics.NO_VENDOR))
+        metrics.upstream_error(vendor, error.kind)
+    if request.transport is not None:
+        request.transport.close()
 
 
 class RelayService:
@@ -196,7 +218,9 @@ class RelayService:
         route = target.route
         assert isinstance(route, RelayRoute)
         policy = target.rule.request
-        if request.method == "OPTIONS" and h.ACRM in request.headers:
+        # OPTIONS is never one of a rule's methods: a CORS preflight or a
+        # plain OPTIONS is answered here and the vendor never sees it.
+        if request.method == "OPTIONS":
             return preflight(request, route, policy, self.site, public_url)
         if request.method not in route.methods:
             allow = ", ".join(sorted(route.methods))
@@ -253,6 +277,12 @@ class RelayService:
         if trace is not None:
             trace.received(response.headers)
         async with response:
+            if not 100 <= response.status <= 599:
+                # Not an HTTP status (RFC 9110 15): browsers fail the request.
+                raise UpstreamError(
+                    f"upstream {target.upstream_host} answered {response.status}",
+                    kind="bad_status",
+                )
             return await self._answer(request, response, target, public_url, decision)
 
     def _dropped(
@@ -314,13 +344,15 @@ class RelayService:
         if length is not None:
             out.content_length = length
         await out.prepare(request)
-        try:
-            async for chunk in upstream.content.iter_chunked(_CHUNK):
-                await out.write(chunk)
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            # Headers are gone already; all we can do is cut the connection so
-            # the client sees a truncated response rather than a short one.
-            raise translate(exc, target.upstream_host) from exc
+        while True:
+            try:
+                chunk = await upstream.content.read(_CHUNK)
+            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                cut_client(request, translate(exc, target.upstream_host))
+                return out
+            if not chunk:
+                break
+            await out.write(chunk)
         await out.write_eof()
         return out
 

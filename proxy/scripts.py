@@ -17,20 +17,21 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final
 
+import aiohttp
 import brotli
 from aiohttp import web
 from cachetools import LRUCache
 from multidict import CIMultiDict
 from yarl import URL
 
+from . import exchange, metrics
 from . import headers as h
-from . import metrics
 from .errors import UpstreamError
 from .rewrite import BodyKind, ExtraRewrite, HostTarget, Rewriter, kind_for_content_type
 from .rewrite.shim import shim_prelude
 from .routing import Router, Target, mount_path, mount_url
 from .rules import CacheMode, Rule, RuleSet, ScriptRoute
-from .upstream import Upstream
+from .upstream import Upstream, translate
 
 log = logging.getLogger(__name__)
 
@@ -234,6 +235,9 @@ async def fetch_script(
         headers[h.X_FORWARDED_FOR] = request.visitor_ip
 
     response = await upstream.request("GET", prepared, headers, None, route.timeouts)
+    record = exchange.current()
+    if record is not None:
+        record[exchange.UPSTREAM_STATUS] = response.status
     async with response:
         if response.status >= 500:
             raise UpstreamError(
@@ -298,13 +302,18 @@ async def _read_capped(content: object, host: str) -> bytes:
     assert isinstance(content, StreamReader)
     chunks: list[bytes] = []
     size = 0
-    async for chunk in content.iter_chunked(256 * 1024):
-        size += len(chunk)
-        if size > MAX_SCRIPT_BYTES:
-            raise UpstreamError(
-                f"script from {host} is larger than we serve", kind="bad_body"
-            )
-        chunks.append(chunk)
+    try:
+        async for chunk in content.iter_chunked(256 * 1024):
+            size += len(chunk)
+            if size > MAX_SCRIPT_BYTES:
+                raise UpstreamError(
+                    f"script from {host} is larger than we serve", kind="bad_body"
+                )
+            chunks.append(chunk)
+    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        # A body cut short (a lying Content-Length, a reset) is the vendor's
+        # failure like any other: 502, and nothing of it is cached.
+        raise translate(exc, host) from exc
     return b"".join(chunks)
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from yarl import URL
 
 from . import exchange, metrics
@@ -333,7 +334,30 @@ def _bytes_out(response: web.StreamResponse | None) -> int:
     return 0
 
 
+class _RefusedByParser(logging.Filter):
+    """Requests aiohttp's parser refuses, logged as one DEBUG line, not an ERROR.
+
+    aiohttp answers them 400 itself and logs each with a full traceback at
+    ERROR; on a public port that is every scanner and broken client, and
+    would bury real errors. Our own failures (500s) are left as they are.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, HttpProcessingError) or not 400 <= exc.code < 500:
+            return True
+        peer = record.args[0] if isinstance(record.args, tuple) else "-"
+        log.debug("refused a malformed request from %s: %s", peer, exc.message)
+        return False
+
+
+_REFUSED_BY_PARSER: Final = _RefusedByParser()
+
+
 def build_app(proxy: Proxy) -> web.Application:
+    server_log = logging.getLogger("aiohttp.server")
+    if _REFUSED_BY_PARSER not in server_log.filters:
+        server_log.addFilter(_REFUSED_BY_PARSER)
     # Request bodies reach the vendor as the browser encoded them: decoding a
     # gzip body here would send plain bytes labelled Content-Encoding: gzip.
     app = web.Application(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import fnmatch
 import functools
+import ipaddress
 import re
 from dataclasses import dataclass
 from typing import Final
@@ -23,7 +24,7 @@ from . import headers as h
 from .errors import BadRequest, ConfigError
 
 _HOST: Final = re.compile(
-    r"[A-Za-z0-9.-]+(?::\d{1,5})?|\[[0-9A-Fa-f:.]+\](?::\d{1,5})?"
+    r"(?:[A-Za-z0-9.-]+|\[(?P<v6>[0-9A-Fa-f:.]+)\])(?::(?P<port>\d{1,5}))?"
 )
 _PREFIX: Final = re.compile(r"(?:/[A-Za-z0-9._~-]+)*")
 # What a browser sends as Origin for a page on http(s): nothing else is one.
@@ -112,11 +113,28 @@ def derive_public_url(request: web.Request, trusted_peer: bool) -> URL:
 # each once. Failures raise, and lru_cache does not keep those.
 @functools.lru_cache(maxsize=1024)
 def _public_url(scheme: str, host: str, prefix: str) -> URL:
-    if scheme not in ("http", "https") or _HOST.fullmatch(host) is None:
+    if scheme not in ("http", "https") or not _valid_host(host):
         raise BadRequest("missing or malformed Host header")
     if _PREFIX.fullmatch(prefix) is None:
         raise BadRequest("malformed X-Forwarded-Prefix")
     return URL(f"{scheme}://{host.lower()}{prefix}", encoded=True)
+
+
+def _valid_host(host: str) -> bool:
+    """A Host value we can build URLs from: name or [IPv6], port in range."""
+    match = _HOST.fullmatch(host)
+    if match is None:
+        return False
+    port = match["port"]
+    if port is not None and int(port) > 65535:
+        return False
+    literal = match["v6"]
+    if literal is not None:
+        try:
+            ipaddress.IPv6Address(literal)
+        except ValueError:
+            return False
+    return True
 
 
 @functools.lru_cache(maxsize=256)

@@ -255,7 +255,15 @@ class Upstream:
             connector=connector,
             cookie_jar=aiohttp.DummyCookieJar(),
             auto_decompress=False,
-            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
+            # The vendor gets the client's headers, never defaults of ours:
+            # no invented User-Agent, nor a Content-Type the browser did
+            # not send (aiohttp labels bytes application/octet-stream).
+            skip_auto_headers=(
+                "User-Agent",
+                "Accept",
+                "Accept-Encoding",
+                "Content-Type",
+            ),
             trust_env=False,
             raise_for_status=False,
         )

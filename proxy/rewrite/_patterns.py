@@ -21,7 +21,8 @@ _HOST_SYNTAX: Final = re.compile(rf"(?:\*\.)?(?:{_DNS_LABEL}\.)*{_DNS_LABEL}")
 # attribute: a quote, backslash, "<" or "${" in a base URL would let a rule
 # break out of the literal it is written into.
 _BASE_URL_SYNTAX: Final = re.compile(
-    r"(?P<scheme>https?)://(?P<host>[a-z0-9.-]+(?::[0-9]{1,5})?)"
+    r"(?P<scheme>https?)://"
+    r"(?P<host>(?:[a-z0-9.-]+|\[[0-9a-f:.]+\])(?::[0-9]{1,5})?)"
     r"(?P<path>(?:/[A-Za-z0-9._~%!&*+,;=:@-]+)*)"
 )
 _SAMPLE_LABEL: Final = "x"
