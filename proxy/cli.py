@@ -23,6 +23,7 @@ from .config import (
     rule_variables,
 )
 from .errors import ConfigError
+from .limits import build_limits
 from .logs import setup_logging
 from .privacy import load_consent
 from .privacy.audit import audit, render_json, render_summary, render_text
@@ -123,10 +124,11 @@ def _parser() -> argparse.ArgumentParser:
         default=env["geo_header"],
         metavar="NAME",
         help="trusted header holding the visitor's COUNTRY-REGION, "
-        "used for scripts cached per geo",
+        "used for scripts cached per geo and for rules' geo_headers",
     )
     _operations_flags(serve, env)
     _consent_flag(serve, env)
+    _security_flags(serve, env)
     serve.add_argument(
         "--log-format", choices=("plain", "json"), default=env["log_format"]
     )
@@ -331,6 +333,47 @@ def _durability_flags(parser: argparse.ArgumentParser, env: dict[str, Any]) -> N
     )
 
 
+def _security_flags(parser: argparse.ArgumentParser, env: dict[str, Any]) -> None:
+    group = parser.add_argument_group("location, tag IDs and limits")
+    group.add_argument(
+        "--geo-country-header",
+        default=env["geo_country_header"],
+        metavar="NAME",
+        help="trusted header holding the visitor's country, e.g. CF-IPCountry",
+    )
+    group.add_argument(
+        "--geo-region-header",
+        default=env["geo_region_header"],
+        metavar="NAME",
+        help="trusted header holding the visitor's region, e.g. cf-region-code",
+    )
+    group.add_argument(
+        "--tag-id",
+        action="append",
+        default=None,
+        metavar="VENDOR=ID",
+        help="a tag, pixel or container ID this site serves, e.g. google=G-ABC123 "
+        "(repeatable; once a vendor has any, requests naming others get 403)",
+    )
+    limits = (
+        ("--max-header-size", int, "bytes in one header or the request line"),
+        ("--max-headers", int, "headers in one request"),
+        (
+            "--client-timeout",
+            float,
+            "seconds to send a request head, and "
+            "the longest a kept-alive connection may idle",
+        ),
+        ("--body-timeout", float, "seconds to send a request body"),
+        ("--max-connections", int, "open connections; past it, 503"),
+    )
+    for flag, kind, text in limits:
+        key = flag.lstrip("-").replace("-", "_")
+        group.add_argument(
+            flag, type=kind, default=env[key], help=f"{text} (default {env[key]})"
+        )
+
+
 def _rule_paths(args: argparse.Namespace) -> list[Path]:
     return list(args.rules or args.default_rules)
 
@@ -365,6 +408,16 @@ def _serve(args: argparse.Namespace) -> int:
             spool_sync=args.spool_sync,
             shutdown_grace=args.shutdown_grace,
             dns_servers=args.dns_server or env["dns_server"],
+        ),
+        geo_country_header=args.geo_country_header,
+        geo_region_header=args.geo_region_header,
+        tag_ids=args.tag_id or env["tag_id"],
+        limits=build_limits(
+            max_header_size=args.max_header_size,
+            max_headers=args.max_headers,
+            client_timeout=args.client_timeout,
+            body_timeout=args.body_timeout,
+            max_connections=args.max_connections,
         ),
     )
     setup_logging(settings)

@@ -15,6 +15,8 @@ from typing import Final
 
 from .clientip import Trust, parse_networks
 from .errors import ConfigError
+from .geo import GeoSource, geo_source
+from .limits import Limits
 from .privacy.consent import ConsentConfig, load_consent
 from .rules import parse_duration, parse_size
 from .rules.variables import RuleVariables, parse_rule_vars
@@ -116,7 +118,7 @@ class Settings:
     site: Site = field(default_factory=lambda: Site(None, None, OriginMatcher()))
     trust: Trust = field(default_factory=Trust)
     overrides: tuple[Override, ...] = ()
-    geo_header: str | None = None
+    geo: GeoSource = field(default_factory=GeoSource)
     consent: ConsentConfig | None = None  # how the site records consent
     log_format: str = "plain"
     log_level: str = "INFO"
@@ -126,6 +128,8 @@ class Settings:
     trace_secret: str | None = None  # unlocks X-Tagproxy-Trace answers
     workers: int = 1
     durability: Durability = field(default_factory=Durability)
+    tag_ids: tuple[str, ...] = ()  # VENDOR=ID, checked against the rules
+    limits: Limits = field(default_factory=Limits)
 
     @property
     def listen_text(self) -> str:
@@ -158,6 +162,10 @@ def build_settings(
     trace_secret: str | None = None,
     workers: int = 1,
     durability: Durability | None = None,
+    geo_country_header: str | None = None,
+    geo_region_header: str | None = None,
+    tag_ids: Sequence[str] = (),
+    limits: Limits | None = None,
 ) -> Settings:
     """Validate raw option values into Settings, naming the option on error."""
     public = parse_public_url(public_url) if public_url else None
@@ -187,7 +195,7 @@ def build_settings(
         ),
         trust=Trust(parse_networks(trusted_proxies), tuple(client_ip_headers)),
         overrides=tuple(parse_override(o) for o in overrides),
-        geo_header=geo_header or None,
+        geo=geo_source(geo_header, geo_country_header, geo_region_header),
         consent=load_consent(consent) if consent else None,
         log_format=log_format,
         log_level=log_level.upper(),
@@ -199,6 +207,8 @@ def build_settings(
         trace_secret=trace_secret or None,
         workers=workers,
         durability=durability or Durability(),
+        tag_ids=tuple(tag_ids),
+        limits=limits or Limits(),
     )
 
 
@@ -228,6 +238,14 @@ def env_defaults(environ: Mapping[str, str] | None = None) -> dict[str, object]:
         "upstream_override": env_list(env.get(env_name("upstream-override"))),
         "geo_header": env.get(env_name("geo-header")),
         "consent": env.get(env_name("consent")),
+        "geo_country_header": env.get(env_name("geo-country-header")),
+        "geo_region_header": env.get(env_name("geo-region-header")),
+        "tag_id": env_list(env.get(env_name("tag-id"))),
+        "max_header_size": env.get(env_name("max-header-size"), "16384"),
+        "max_headers": env.get(env_name("max-headers"), "100"),
+        "client_timeout": env.get(env_name("client-timeout"), "20"),
+        "body_timeout": env.get(env_name("body-timeout"), "60"),
+        "max_connections": env.get(env_name("max-connections"), "10000"),
         "log_format": env.get(env_name("log-format"), "plain"),
         "log_level": env.get(env_name("log-level"), "INFO"),
         "rule_var": env_list(env.get(env_name("rule-var"))),

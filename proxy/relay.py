@@ -24,12 +24,15 @@ from .cookies import cookie_name, filter_cookie_header, rewrite_set_cookie
 from .delivery import Delivery, durable_answer
 from .envelope import envelope_target
 from .errors import MethodNotAllowed, PayloadTooLarge, UpstreamError
+from .geo import Geo, set_geo_headers
 from .jsonbody import client_ip_in_body
+from .limits import DEFAULT_BODY_TIMEOUT, body_within
 from .privacy import Decision, Privacy
 from .routing import Router, Target
 from .rules import IpVia, RelayRoute
 from .rules.model import RequestPolicy
 from .site import Site
+from .tagids import TagAllowlist
 from .upstream import Upstream, translate
 
 log = logging.getLogger(__name__)
@@ -200,12 +203,16 @@ class RelayService:
         site: Site,
         privacy: Privacy | None = None,
         delivery: Delivery | None = None,
+        body_timeout: float = DEFAULT_BODY_TIMEOUT,
+        tag_ids: TagAllowlist | None = None,
     ) -> None:
         self.upstream = upstream
         self.router = router
         self.site = site
         self.privacy = privacy or Privacy(router.rules)
         self.delivery = delivery
+        self.body_timeout = body_timeout
+        self.tag_ids = tag_ids or TagAllowlist()
 
     async def relay(
         self,
@@ -214,6 +221,7 @@ class RelayService:
         public_url: URL,
         visitor: str,
         outcome: dict[str, object],
+        geo: Geo | None = None,
     ) -> web.StreamResponse:
         route = target.route
         assert isinstance(route, RelayRoute)
@@ -226,11 +234,12 @@ class RelayService:
             allow = ", ".join(sorted(route.methods))
             raise MethodNotAllowed("method not allowed here", headers={"Allow": allow})
 
-        body = await read_body(request, route.max_body)
+        body = await body_within(self.body_timeout, read_body(request, route.max_body))
         outcome["bytes_in"] = len(body)
+        encoding = request.headers.get(h.CONTENT_ENCODING, "")
         if route.envelope is not None:
-            encoding = request.headers.get(h.CONTENT_ENCODING, "")
             target = envelope_target(target, route.envelope, body, encoding)
+        self.tag_ids.check_body(target, body, encoding)
         # The visitor's address in the form the rule lets it leave (None: not
         # at all); every way of passing it below uses only this.
         address: str | None = visitor
@@ -248,6 +257,7 @@ class RelayService:
             address, raw_query, body = decision.visitor, decision.query, decision.body
 
         headers = request_headers(request.headers, policy, address)
+        set_geo_headers(headers, policy.geo_headers, geo)
         query = edit_query(raw_query, policy, address)
         if decision is not None:
             decision.edit_headers(headers)

@@ -21,6 +21,7 @@ from prometheus_client.registry import Collector
 from .admin import build_admin_app
 from .background import spawn
 from .config import Settings, address_text
+from .limits import LimitedSite
 from .reload import Loaded, Reloader
 from .server import Proxy, build_app
 
@@ -96,7 +97,14 @@ async def serve(
     await runner.setup()
     host, port = settings.listen
     # Workers share the port: the kernel spreads new connections over them.
-    site = web.TCPSite(runner, host, port, backlog=BACKLOG, reuse_port=worker or None)
+    site = LimitedSite(
+        runner,
+        host,
+        port,
+        max_connections=settings.limits.max_connections,
+        backlog=BACKLOG,
+        reuse_port=worker or None,
+    )
     await site.start()
     for address in runner.addresses:
         # The bound port, which differs from the flag when it was 0.

@@ -27,6 +27,7 @@ from yarl import URL
 from . import exchange, metrics
 from . import headers as h
 from .errors import UpstreamError
+from .geo import Geo, set_geo_headers
 from .rewrite import BodyKind, ExtraRewrite, HostTarget, Rewriter, kind_for_content_type
 from .rewrite.shim import shim_prelude
 from .routing import Router, Target, mount_path, mount_url
@@ -200,6 +201,7 @@ class ScriptRequest:
     user_agent: str | None
     accept_language: str | None
     visitor_ip: str | None  # only when the body may depend on it
+    geo: Geo | None = None  # likewise
 
 
 def kept_query(raw_query: str, keep: frozenset[str]) -> str:
@@ -233,6 +235,7 @@ async def fetch_script(
         headers["Accept-Language"] = request.accept_language
     if request.visitor_ip is not None:
         headers[h.X_FORWARDED_FOR] = request.visitor_ip
+    set_geo_headers(headers, target.rule.request.geo_headers, request.geo)
 
     response = await upstream.request("GET", prepared, headers, None, route.timeouts)
     record = exchange.current()
@@ -457,7 +460,7 @@ class ScriptService:
         target: Target,
         public_url: URL,
         visitor: str | None,
-        geo: str | None,
+        geo: Geo | None,
     ) -> tuple[web.Response, str]:
         route = target.route
         assert isinstance(route, ScriptRoute)
@@ -469,6 +472,7 @@ class ScriptService:
             user_agent=request.headers.get(h.USER_AGENT),
             accept_language=request.headers.get("Accept-Language"),
             visitor_ip=visitor if (per_visitor or by_geo) else None,
+            geo=geo if (per_visitor or by_geo) else None,
         )
 
         async def fill() -> Script:
@@ -478,7 +482,7 @@ class ScriptService:
             return respond(request, await fill()), "bypass"
 
         query = kept_query(target.query, route.query)
-        variant = geo if by_geo and geo is not None else ""
+        variant = geo.code if by_geo and geo is not None else ""
         key = (
             str(public_url),
             f"{target.upstream_url.partition('?')[0]}?{query}",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 from aiohttp import web
@@ -24,6 +24,7 @@ from .errors import (
     Rejection,
     UpstreamError,
 )
+from .geo import Geo
 from .privacy import Privacy
 from .relay import RelayService, add_vary, cors_headers
 from .routing import Router, Target
@@ -33,6 +34,13 @@ from .scripts import ScriptCache, ScriptService
 from .site import Site
 from .sites import SiteConfig, Sites
 from .spool import Spool
+from .tagids import (
+    TagAllowlist,
+    TagIdRefused,
+    log_unrestricted,
+    parse_tag_ids,
+    require_places,
+)
 from .trace import Trace, Tracer, on_prepare
 from .upstream import Upstream
 
@@ -55,6 +63,7 @@ class Services:
     privacy: Privacy
     site: Site
     config: SiteConfig | None = None  # from the sites file; None: from flags
+    tag_ids: TagAllowlist = field(default_factory=TagAllowlist)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +99,7 @@ class Proxy:
         self, settings: Settings, rules: RuleSet, sites: Sites | None = None
     ) -> None:
         self.settings = settings
+        parse_tag_ids(settings.tag_ids, rules)  # fail before opening a client
         durability = settings.durability
         require_spool(rules, durability.spool)
         self.upstream = Upstream(settings.overrides, durability.dns_servers)
@@ -135,13 +145,27 @@ class Proxy:
     ) -> Services:
         router = Router(rules)
         privacy = Privacy(rules, self.settings.consent)
+        if config is None:
+            tag_ids = parse_tag_ids(self.settings.tag_ids, rules)
+        else:
+            tag_ids = require_places(config.tag_ids, rules, f"site {config.name}")
+        log_unrestricted(tag_ids, rules)
         return Services(
             router=router,
             scripts=ScriptService(self.upstream, router),
-            relays=RelayService(self.upstream, router, site, privacy, self.delivery),
+            relays=RelayService(
+                self.upstream,
+                router,
+                site,
+                privacy,
+                self.delivery,
+                body_timeout=self.settings.limits.body_timeout,
+                tag_ids=tag_ids,
+            ),
             privacy=privacy,
             site=site,
             config=config,
+            tag_ids=tag_ids,
         )
 
     async def start(self) -> None:
@@ -213,18 +237,20 @@ class Proxy:
             route=outcome[exchange.ROUTE],
             upstream=target.upstream_url,
         )
+        services.tag_ids.check(target)
 
         visitor = trust.visitor(
             peer, request.headers.getall(h.X_FORWARDED_FOR, []), request.headers
         )
         public_url = services.site.public_url_for(request, trusted_peer)
+        geo = self.settings.geo.read(request.headers) if trusted_peer else None
 
         if isinstance(target.route, RelayRoute):
             return await services.relays.relay(
-                request, target, public_url, visitor, outcome
+                request, target, public_url, visitor, outcome, geo=geo
             )
         return await self._script(
-            request, services, target, public_url, visitor, trusted_peer, outcome
+            request, services, target, public_url, visitor, geo, outcome
         )
 
     async def _script(
@@ -234,16 +260,13 @@ class Proxy:
         target: Target,
         public_url: URL,
         visitor: str,
-        trusted_peer: bool,
+        geo: Geo | None,
         outcome: dict[str, object],
     ) -> web.StreamResponse:
         if request.method not in _SCRIPT_METHODS:
             raise MethodNotAllowed(
                 "scripts are fetched with GET", headers={"Allow": "GET, HEAD"}
             )
-        geo = None
-        if self.settings.geo_header and trusted_peer:
-            geo = request.headers.get(self.settings.geo_header) or None
         address = services.privacy.script_visitor(target.rule, visitor)
         response, how = await services.scripts.serve(
             request, target, public_url, address, geo
@@ -266,6 +289,8 @@ class Proxy:
         vendor = str(outcome.get(exchange.VENDOR, metrics.NO_VENDOR))
         if isinstance(exc, UpstreamError):
             metrics.upstream_error(vendor, exc.kind)
+        elif isinstance(exc, TagIdRefused):
+            metrics.beacon_dropped(vendor, "tag_id")
         elif isinstance(exc, PayloadTooLarge):
             route = str(outcome.get(exchange.ROUTE, metrics.NO_ROUTE))
             metrics.body_rejected(vendor, route)
@@ -360,13 +385,8 @@ def build_app(proxy: Proxy) -> web.Application:
         server_log.addFilter(_REFUSED_BY_PARSER)
     # Request bodies reach the vendor as the browser encoded them: decoding a
     # gzip body here would send plain bytes labelled Content-Encoding: gzip.
-    app = web.Application(
-        handler_args={
-            "max_field_size": 16384,
-            "max_line_size": 16384,
-            "auto_decompress": False,
-        }
-    )
+    handler_args = {**proxy.settings.limits.handler_args(), "auto_decompress": False}
+    app = web.Application(handler_args=handler_args)
     app.router.add_route("*", "/{tail:.*}", proxy.handle)
     if proxy.tracer is not None:
         # Only with a trace secret: other answers skip the signal entirely.

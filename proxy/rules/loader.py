@@ -34,6 +34,7 @@ from .model import (
     Rule,
     RuleSet,
     ScriptRoute,
+    TagIdPlace,
     Timeouts,
     UpstreamHost,
 )
@@ -372,6 +373,7 @@ def _script(table: Table, hosts: tuple[UpstreamHost, ...]) -> ScriptRoute:
         query=frozenset(table.strings("query")),
         cache_control=table.get("cache_control", str, "") or None,
         timeouts=_timeouts(table, connect=5, total=15),
+        tag_id=_tag_id(table, relay=False),
     )
     table.done()
     return route
@@ -395,9 +397,32 @@ def _relay(table: Table, hosts: tuple[UpstreamHost, ...]) -> RelayRoute:
         timeouts=_timeouts(table, connect=5, total=10),
         envelope=_envelope(table, host),
         durable=_durable(table) if "durable" in table.data else None,
+        tag_id=_tag_id(table, relay=True),
     )
     table.done()
     return route
+
+
+def _tag_id(table: Table, relay: bool) -> TagIdPlace | None:
+    if "tag_id" not in table.data:
+        return None
+    place = table.table("tag_id")
+    query = place.get("query", str, "") or None
+    segment = place.get("segment", int, 0) or None
+    member = place.get("json", str, "") or None
+    place.done()
+    if [query, segment, member].count(None) != 2:
+        raise table.fail(
+            "tag_id",
+            table.data["tag_id"],
+            'give one of { query = "id" }, { segment = 3 } or { json = "d" }',
+        )
+    if segment is not None and not 1 <= segment <= 32:
+        raise place.fail("segment", segment, "a path segment number from 1")
+    if member is not None and (not relay or not all(member.split("."))):
+        why = 'a dotted member path like "payload.id", on relays only'
+        raise place.fail("json", member, why)
+    return TagIdPlace(query, segment, member)
 
 
 def _envelope(table: Table, host: UpstreamHost) -> EnvelopeTunnel | None:
@@ -503,9 +528,19 @@ def _request(table: Table) -> RequestPolicy:
         set_query=tuple(table.string_map("set_query").items()),
         rename_query=table.string_map("rename_query"),
         client_ip=_client_ip(table),
+        geo_headers=_geo_headers(table),
     )
     table.done()
     return result
+
+
+def _geo_headers(table: Table) -> tuple[str, ...]:
+    names = table.strings("geo_headers")
+    for name in names:
+        why = policy.never_forwarded(name.lower())
+        if HEADER_NAME.fullmatch(name) is None or why:
+            raise table.fail("geo_headers", name, why or "not a valid header name")
+    return names
 
 
 def _cookie_names(table: Table, key: str, default: Iterable[str] = ()) -> NameMatcher:

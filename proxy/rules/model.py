@@ -139,6 +139,22 @@ class UpstreamHost:
 
 
 @dataclass(frozen=True, slots=True)
+class TagIdPlace:
+    """Where a route's requests name the tag, pixel or container they are for.
+
+    `query`: a query parameter (`id` for gtag.js, `tid` for GA4 hits);
+    `segment`: the n-th segment of the upstream path, from 1 (Meta's
+    `/signals/config/<pixel id>` is segment 3); `json`: a dotted member of a
+    relay's JSON body (Plausible's `d`, the site's domain). Operators list
+    the IDs their site serves; requests naming any other ID are refused.
+    """
+
+    query: str | None = None
+    segment: int | None = None
+    json: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ScriptRoute:
     """Upstream paths fetched, rewritten, cached and served."""
 
@@ -150,6 +166,7 @@ class ScriptRoute:
     cache_control: str | None  # for browsers; None: upstream's, else no-cache
     timeouts: Timeouts
     kind: str = "script"
+    tag_id: TagIdPlace | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +216,7 @@ class RelayRoute:
     kind: str = "relay"
     envelope: EnvelopeTunnel | None = None
     durable: Durable | None = None  # spool and answer at once (opt-in)
+    tag_id: TagIdPlace | None = None
 
 
 Route = ScriptRoute | RelayRoute
@@ -223,6 +241,8 @@ class RequestPolicy:
     set_query: tuple[tuple[str, str], ...]
     rename_query: Mapping[str, str]
     client_ip: tuple[IpPassing, ...]
+    # Headers that get the visitor's "CC-RR" location from a trusted CDN.
+    geo_headers: tuple[str, ...] = ()
 
     def passes_header(self, lower_name: str) -> bool:
         if lower_name in self.headers:
