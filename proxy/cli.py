@@ -36,7 +36,7 @@ from .rules.variables import RuleVariables, Variable
 from .runtime import run
 from .scripts import build_rewriter
 from .site import parse_public_url
-from .sites import log_sites
+from .sites import load_sites, log_sites
 from .workers import supervise
 
 log = logging.getLogger("tagproxy")
@@ -150,6 +150,13 @@ def _parser() -> argparse.ArgumentParser:
         help="rule files or directories (default: the rules directory)",
     )
     _rule_var_flag(check)
+    check.add_argument(
+        "--sites",
+        type=Path,
+        default=env["sites"],
+        metavar="FILE",
+        help="also validate this sites file against the rules",
+    )
     check.set_defaults(run=_check, env=env)
 
     routes = commands.add_parser("routes", help="list first-party paths and upstreams")
@@ -487,8 +494,11 @@ def _check(args: argparse.Namespace) -> int:
         from .rules.loader import build_rule_set
 
         try:
-            build_rule_set(rules)
+            rule_set = build_rule_set(rules)
             variables.check_all_declared(v for r in rules for v in r.variables)
+            if args.sites:
+                sites = load_sites(args.sites, rule_set)
+                print(f"ok: {args.sites} ({len(sites.sites)} sites)")
         except ConfigError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from proxy.cli import main
 from proxy.rules import load_rules
 from proxy.rules.loader import RuleError
 from proxy.sites import load_sites
@@ -206,3 +207,16 @@ def test_bad_sites_file_names_key_value_and_reason(
     assert caught.value.source == path
     assert caught.value.key == key
     assert reason in caught.value.reason
+
+
+def test_check_command_validates_a_sites_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good = write(tmp_path, SITES)
+    assert main(["check", str(BUNDLED_RULES), "--sites", str(good)]) == 0
+    assert f"ok: {good} (2 sites)" in capsys.readouterr().out
+
+    good.write_text(SITES.replace('vendors = ["plausible"]', 'vendors = ["nope"]'))
+    assert main(["check", str(BUNDLED_RULES), "--sites", str(good)]) == 1
+    err = capsys.readouterr().err
+    assert "sites[1].vendors = 'nope': no loaded rule has it" in err
