@@ -44,7 +44,7 @@ from .config import Settings
 from .errors import ConfigError
 from .logs import setup_logging
 from .reload import Loaded, compare, load_config
-from .runtime import SHUTDOWN_TIMEOUT, ProcessControl, new_loop, serve, start_admin
+from .runtime import ProcessControl, new_loop, serve, start_admin
 
 log = logging.getLogger("tagproxy.workers")
 
@@ -61,6 +61,7 @@ _RELOADED: Final = "reloaded"
 
 def supervise(settings: Settings, loaded: Loaded) -> None:
     """Run `settings.workers` workers until SIGTERM or SIGINT."""
+    _warn_orphan_spools(settings)
     metrics_dir, owned = _metrics_dir()
     holder = _hold_port(settings.listen)
     # Port 0 means "any": the workers must all take the one the holder got.
@@ -117,10 +118,51 @@ def _hold_port(listen: tuple[str, int]) -> socket.socket:
 # --- the worker side ---------------------------------------------------------
 
 
+def spool_for_slot(spool: Path, slot: int) -> Path:
+    """Worker `slot`'s own spool file: `beacons.db` becomes `beacons.2.db`."""
+    return spool.with_name(f"{spool.stem}.{slot}{spool.suffix}")
+
+
+def for_slot(settings: Settings, slot: int) -> Settings:
+    """A worker's settings: its own spool file and its share of the size.
+
+    A spool file belongs to one process at a time, so each worker keeps its
+    own; a restarted worker reopens its slot's file and sends what its
+    predecessor left. The operator's size bound is for all of them together.
+    """
+    durability = settings.durability
+    if durability.spool is None:
+        return settings
+    return dataclasses.replace(
+        settings,
+        durability=dataclasses.replace(
+            durability,
+            spool=spool_for_slot(durability.spool, slot),
+            spool_max_size=durability.spool_max_size // settings.workers,
+        ),
+    )
+
+
+def _warn_orphan_spools(settings: Settings) -> None:
+    spool = settings.durability.spool
+    if spool is None:
+        return
+    for path in sorted(spool.parent.glob(f"{spool.stem}.*{spool.suffix}")):
+        slot = path.name[len(spool.stem) + 1 : len(path.name) - len(spool.suffix)]
+        if slot.isdigit() and int(slot) >= settings.workers:
+            log.warning(
+                "spool %s belongs to worker %s, which this run does not start: "
+                "its beacons wait until a run with more workers sends them",
+                path,
+                slot,
+            )
+
+
 def worker_main(
     settings: Settings, loaded: Loaded, link: Connection, slot: int
 ) -> None:
     """Entry point of a worker process."""
+    settings = for_slot(settings, slot)
     setup_logging(settings, worker=slot)
     loop = new_loop()
     asyncio.set_event_loop(loop)
@@ -368,19 +410,27 @@ class Supervisor:
 
     async def _replace(self, slot: int, old: Worker) -> bool:
         # The old worker serves until the new one does; its exit is then
-        # expected, not a crash.
+        # expected, not a crash. A spool file is one process's at a time,
+        # so with a spool the old worker stops first and the others serve.
         self.retiring.add(old)
+        overlap = self.settings.durability.spool is None
+        if not overlap:
+            del self.workers[slot]
+            old.process.terminate()
+            await old.exited.wait()
         new = self._start(slot)
         try:
             await asyncio.wait_for(new.ready.wait(), READY_TIMEOUT)
         except TimeoutError:
             log.error("rolling restart: new worker %d did not serve; stopped", slot)
-            self.workers[slot] = old
-            self.retiring.discard(old)
-            new.process.kill()
+            if overlap:
+                self.workers[slot] = old
+                self.retiring.discard(old)
+                new.process.kill()
             return False
-        old.process.terminate()
-        await old.exited.wait()
+        if overlap:
+            old.process.terminate()
+            await old.exited.wait()
         return True
 
     async def _stop_all(self) -> None:
@@ -390,7 +440,7 @@ class Supervisor:
         for worker in workers:
             if worker.process.is_alive():
                 worker.process.terminate()
-        deadline = SHUTDOWN_TIMEOUT + 5
+        deadline = self.settings.durability.shutdown_grace + 5
         try:
             await asyncio.wait_for(
                 asyncio.gather(*(w.exited.wait() for w in workers)), deadline

@@ -5,6 +5,7 @@ worker, a killed worker comes back, and SIGTERM stops everything cleanly."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import shutil
@@ -14,9 +15,14 @@ import sys
 from pathlib import Path
 
 import aiohttp
+import pytest
 from aiohttp import web
 
+from proxy.config import Durability, build_durability, build_settings
+from proxy.workers import for_slot
+
 from .conftest import BUNDLED_RULES
+from .durable_support import DURABLE_RULES
 from .fakes import FakeVendor, Received
 from .test_end_to_end import _clean_env, free_port
 
@@ -49,19 +55,27 @@ def metric(text: str, name: str) -> float:
     )
 
 
+# Without a spool a rolling restart overlaps old and new workers; with one,
+# each worker has its own spool file and the old worker stops first.
+@pytest.mark.parametrize("spooled", [False, True], ids=["no spool", "spool"])
 async def test_two_workers_share_port_reload_restart_and_stop(
-    vendor: FakeVendor, tmp_path: Path
+    vendor: FakeVendor, tmp_path: Path, spooled: bool
 ) -> None:
     rules = tmp_path / "rules"
     rules.mkdir()
     shutil.copy(BUNDLED_RULES / "plausible.toml", rules)
+    spool = tmp_path / "spool" / "beacons.db"
+    if spooled:
+        shutil.copy(DURABLE_RULES / "beacon.toml", rules)
     port, admin_port = free_port(), free_port()
     url, admin = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin_port}"
     command = [sys.executable, "-m", "proxy", "serve", "--rules", str(rules)]
     command += ["--listen", f"127.0.0.1:{port}", "--workers", "2"]
     command += ["--admin-listen", f"127.0.0.1:{admin_port}", "--log-format", "json"]
-    for host in ("plausible.io", "cloud.umami.is"):
+    for host in ("plausible.io", "cloud.umami.is", "collect.beacon.test"):
         command += ["--upstream-override", f"https://{host}={vendor.url}"]
+    if spooled:
+        command += ["--spool", str(spool)]
     process = subprocess.Popen(  # noqa: ASYNC220 - started once, not awaited
         command, env=_clean_env(), stderr=subprocess.PIPE, text=True
     )
@@ -91,6 +105,8 @@ async def test_two_workers_share_port_reload_restart_and_stop(
                 return metric(text, "tagproxy_requests_total{") == 8
 
             await until(counted, "both workers' requests in the sum")
+            if spooled:
+                await spooled_beacons_delivered(url, vendor, spool)
 
             # SIGHUP: every worker reloads and serves the added rule.
             shutil.copy(BUNDLED_RULES / "umami.toml", rules)
@@ -151,6 +167,25 @@ async def test_two_workers_share_port_reload_restart_and_stop(
     assert any("rules added: umami" in message for message in reloads)
 
 
+async def spooled_beacons_delivered(url: str, vendor: FakeVendor, spool: Path) -> None:
+    """Durable beacons through both workers, each with its own spool file."""
+    for _ in range(6):
+        async with (
+            aiohttp.ClientSession() as one,
+            one.post(f"{url}/bc/e", data=b"{}") as response,
+        ):
+            assert response.status == 202
+
+    async def delivered() -> bool:
+        return len(vendor.to("collect.beacon.test")) == 6
+
+    await until(delivered, "spooled beacons delivered")
+    assert sorted(p.name for p in spool.parent.glob("beacons.*.db")) == [
+        "beacons.0.db",
+        "beacons.1.db",
+    ]
+
+
 async def test_one_process_reloads_on_sighup_and_drains_on_sigterm(
     vendor: FakeVendor, tmp_path: Path
 ) -> None:
@@ -209,3 +244,27 @@ async def test_one_process_reloads_on_sighup_and_drains_on_sigterm(
         _, stderr = process.communicate(timeout=30)
     assert process.returncode == 0, stderr
     assert "reload (SIGHUP): rules added: umami" in stderr
+
+
+def test_each_worker_gets_its_own_spool_and_share_of_its_size() -> None:
+    settings = build_settings(
+        rules=[str(BUNDLED_RULES)],
+        listen="127.0.0.1:0",
+        public_url=None,
+        cookie_domain=None,
+        allowed_origins=[],
+        trusted_proxies=[],
+        client_ip_headers=[],
+        overrides=[],
+        geo_header=None,
+        log_format="plain",
+        log_level="INFO",
+        workers=4,
+        durability=build_durability(spool="/var/lib/tagproxy/beacons.db"),
+    )
+    worker = for_slot(settings, 2).durability
+    assert worker.spool == Path("/var/lib/tagproxy/beacons.2.db")
+    assert worker.spool_max_size == settings.durability.spool_max_size // 4
+    assert for_slot(dataclasses.replace(settings, durability=Durability()), 2) == (
+        dataclasses.replace(settings, durability=Durability())
+    )
