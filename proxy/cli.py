@@ -529,7 +529,10 @@ def _routes(args: argparse.Namespace) -> int:
             label = "/<label>" if host.is_pattern else ""
             for path in route.paths.patterns:
                 first_party = f"{rule.mount}{host.prefix}{label}{path}"
-                upstream = f"{host.scheme}://{host.host}{path}"
+                scheme = host.scheme
+                if isinstance(route, RelayRoute) and route.websocket is not None:
+                    scheme = "wss" if scheme == "https" else "ws"
+                upstream = f"{scheme}://{host.host}{path}"
                 rows.append(
                     (
                         rule.vendor,
@@ -567,6 +570,12 @@ def _describe(variable: Variable) -> str:
 def _route_detail(route: ScriptRoute | RelayRoute) -> str:
     if isinstance(route, ScriptRoute):
         return f"cache={route.cache.value} ttl={route.ttl:g}s"
+    if route.websocket is not None:
+        limits = route.websocket
+        return (
+            f"max_message={limits.max_message} idle_timeout={limits.idle_timeout:g}s "
+            f"max_connections={limits.max_connections}"
+        )
     methods = ",".join(sorted(route.methods - {"OPTIONS"}))
     return f"methods={methods} max_body={route.max_body}"
 

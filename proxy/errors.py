@@ -57,6 +57,14 @@ class UnsupportedMediaType(Rejection):
     status = 415
 
 
+class UpgradeRequired(Rejection):
+    status = 426
+
+
+class ServiceUnavailable(Rejection):
+    status = 503
+
+
 class UpstreamError(Rejection):
     """The vendor could not be reached or answered in a way we refuse to pass on.
 

@@ -25,6 +25,7 @@ BYTES_IN: Final = "bytes_in"
 ERROR: Final = "error"
 PRIVACY: Final = "privacy"  # what a privacy policy did: "drop:consent", ...
 TRACE: Final = "trace"  # a trace.Trace when the operator asked for one
+WEBSOCKET: Final = "websocket"  # a relayed WebSocket's counts, for its log line
 
 _current: ContextVar[Record | None] = ContextVar("tagproxy_exchange", default=None)
 
@@ -35,6 +36,13 @@ def begin(record: Record) -> None:
 
 def current() -> Record | None:
     return _current.get()
+
+
+def note(key: str, value: object) -> None:
+    """Add one field to the running request's record, if there is one."""
+    record = _current.get()
+    if record is not None:
+        record[key] = value
 
 
 def upstream_answered(seconds: float) -> None:

@@ -108,6 +108,29 @@ SPOOL_BEACONS: Final = Counter(
     "live relay instead).",
     ["vendor", "event"],
 )
+WEBSOCKETS: Final = Counter(
+    "tagproxy_websockets",
+    "Relayed WebSocket connections closed, by vendor and who ended them "
+    "(visitor, vendor, idle, shutdown, visitor_too_big, vendor_too_big).",
+    ["vendor", "closed_by"],
+)
+WEBSOCKET_SECONDS: Final = Histogram(
+    "tagproxy_websocket_duration_seconds",
+    "How long relayed WebSocket connections stayed open, by vendor.",
+    ["vendor"],
+    buckets=(1.0, 10.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0),
+)
+WEBSOCKET_MESSAGES: Final = Counter(
+    "tagproxy_websocket_messages",
+    "Messages relayed over WebSockets, by vendor and direction (in: to the "
+    "vendor, out: to the visitor).",
+    ["vendor", "direction"],
+)
+WEBSOCKET_BYTES: Final = Counter(
+    "tagproxy_websocket_bytes",
+    "Message payload bytes relayed over WebSockets, by vendor and direction.",
+    ["vendor", "direction"],
+)
 SPOOL_DEPTH: Final = Gauge(
     "tagproxy_spool_depth",
     "Beacons waiting in the delivery spool.",
@@ -223,6 +246,21 @@ def spool_event(vendor: str, event: str) -> None:
     SPOOL_BEACONS.labels(vendor, event).inc()
 
 
+def websocket_closed(
+    vendor: str,
+    closed_by: str,
+    seconds: float,
+    inward: tuple[int, int],
+    outward: tuple[int, int],
+) -> None:
+    """A relayed WebSocket ended; `inward`/`outward` are (messages, bytes)."""
+    WEBSOCKETS.labels(vendor, closed_by).inc()
+    WEBSOCKET_SECONDS.labels(vendor).observe(seconds)
+    for direction, (messages, size) in (("in", inward), ("out", outward)):
+        WEBSOCKET_MESSAGES.labels(vendor, direction).inc(messages)
+        WEBSOCKET_BYTES.labels(vendor, direction).inc(size)
+
+
 def spool_state(depth: int, oldest_age_seconds: float) -> None:
     """The spool's size now; call after every change (and periodically, so
     the age keeps growing while nothing drains)."""
@@ -268,4 +306,5 @@ __all__ = [
     "stale_served",
     "upstream_answered",
     "upstream_error",
+    "websocket_closed",
 ]

@@ -43,6 +43,7 @@ from .tagids import (
 )
 from .trace import Trace, Tracer, on_prepare
 from .upstream import Upstream
+from .websocket import WebSocketRelay
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("tagproxy.access")
@@ -104,6 +105,7 @@ class Proxy:
         require_spool(rules, durability.spool)
         self.upstream = Upstream(settings.overrides, durability.dns_servers)
         self.delivery: Delivery | None = None
+        self.websockets = WebSocketRelay(self.upstream)  # outlives reloads
         self.generation = self._generation(rules, sites)
         self.tracer = Tracer(settings.trace_secret) if settings.trace_secret else None
 
@@ -246,6 +248,16 @@ class Proxy:
         geo = self.settings.geo.read(request.headers) if trusted_peer else None
 
         if isinstance(target.route, RelayRoute):
+            if target.route.websocket is not None:
+                return await self.websockets.relay(
+                    request,
+                    target,
+                    services.site,
+                    services.privacy,
+                    public_url,
+                    visitor,
+                    outcome,
+                )
             return await services.relays.relay(
                 request, target, public_url, visitor, outcome, geo=geo
             )
@@ -339,6 +351,9 @@ class Proxy:
             fields["privacy"] = outcome[exchange.PRIVACY]
         if exchange.ERROR in outcome:
             fields["error"] = outcome[exchange.ERROR]
+        socket = outcome.get(exchange.WEBSOCKET)
+        if isinstance(socket, dict):
+            fields.update(socket)  # at close: counts of the whole connection
         # The JSON formatter (logs.py) writes the fields themselves.
         text = " ".join(
             f"{k}={v}" for k, v in fields.items() if k not in ("method", "path")
@@ -398,6 +413,10 @@ def build_app(proxy: Proxy) -> web.Application:
     async def close(_: web.Application) -> None:
         await proxy.close()
 
+    async def close_websockets(_: web.Application) -> None:
+        await proxy.websockets.close_all()
+
+    app.on_shutdown.append(close_websockets)
     app.on_startup.append(start)
     app.on_cleanup.append(close)
     return app

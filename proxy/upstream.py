@@ -19,7 +19,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
@@ -28,10 +28,12 @@ from yarl import URL
 
 from . import exchange
 from .errors import ConfigError, UpstreamError, UpstreamTimeout
-from .headers import HOST
+from .headers import HOST, LOCATION
 from .rules.model import Timeouts
 
 log = logging.getLogger(__name__)
+
+WebSocket = aiohttp.ClientWebSocketResponse[Literal[False]]
 
 # A floor keeps a zero-TTL zone from costing a look-up per request; one
 # second still follows a vendor that moves its addresses.
@@ -43,6 +45,8 @@ _MAX_BASES: Final = 4096
 # How long an address that refused a connection is tried after the others.
 _FAILED_ADDRESS_TTL: Final = 30.0
 _LARGE_BODY: Final = 1024 * 1024
+_WS_CLOSE_WAIT: Final = 5.0  # for the vendor's answer to our close frame
+_WS_DEFLATE_BITS: Final = 15  # offer permessage-deflate, as browsers do
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,12 +272,30 @@ class Upstream:
             raise_for_status=False,
         )
 
+        # aiohttp's ws_connect follows redirects and has no switch for it. This
+        # session shares the connector and refuses a redirect before it is
+        # followed: a vendor may not send our upgrade anywhere its rule does
+        # not name. No total timeout: the socket lives as long as the route's
+        # idle timeout allows; the handshake gets the route's timeout.
+        refuse = aiohttp.TraceConfig()
+        refuse.on_request_redirect.append(_refuse_redirect)
+        self.websockets = aiohttp.ClientSession(
+            connector=connector,
+            connector_owner=False,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
+            trust_env=False,
+            timeout=aiohttp.ClientTimeout(total=None),
+            trace_configs=[refuse],
+        )
+
         # Per-request work built once: where each vendor origin connects, and
         # the client timeout object of each route's timeouts.
         self._bases: dict[tuple[str, str], str] = {}
         self._timeouts: dict[Timeouts, aiohttp.ClientTimeout] = {}
 
     async def close(self) -> None:
+        await self.websockets.close()
         await self.session.close()
         await self.resolver.close()
 
@@ -420,6 +442,97 @@ class Upstream:
             now = time.monotonic()
             addresses.sort(key=lambda a: self._failed.get(a, 0.0) > now)
         return addresses
+
+    async def websocket(
+        self,
+        prepared: Prepared,
+        headers: CIMultiDict[str],
+        protocols: list[str],
+        timeouts: Timeouts,
+        max_message: int,
+    ) -> WebSocket:
+        """Open a WebSocket to a vendor; errors become UpstreamError or timeout.
+
+        Like requests, it connects to an address the guarded resolver gave
+        (trying the next one if a connection is refused). Messages arrive
+        undecoded (text as bytes), so they pass byte-exact; pings are
+        answered here and never relayed.
+        """
+        headers[HOST] = prepared.host_header
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(timeouts.total):
+                socket = await self._open_websocket(
+                    prepared, headers, protocols, max_message
+                )
+        except aiohttp.WSServerHandshakeError as exc:
+            exchange.upstream_failed(time.monotonic() - started)
+            exchange.note(exchange.UPSTREAM_STATUS, exc.status)
+            raise UpstreamError(
+                f"upstream {prepared.host_header} refused the WebSocket upgrade "
+                f"({exc.status})",
+                kind="bad_status",
+            ) from exc
+        except RedirectRefused as exc:
+            exchange.upstream_failed(time.monotonic() - started)
+            raise UpstreamError(str(exc), kind="redirect") from exc
+        except UpstreamError:
+            exchange.upstream_failed(time.monotonic() - started)
+            raise
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            exchange.upstream_failed(time.monotonic() - started)
+            raise translate(exc, prepared.host_header) from exc
+        exchange.upstream_answered(time.monotonic() - started)
+        return socket
+
+    async def _open_websocket(
+        self,
+        prepared: Prepared,
+        headers: CIMultiDict[str],
+        protocols: list[str],
+        max_message: int,
+    ) -> WebSocket:
+        url = prepared.url
+        host = url.raw_host or ""
+        addresses = [host]
+        if not _is_ip(host):
+            addresses = await self._addresses(host, url.port, prepared.host_header)
+        error: BaseException | None = None
+        for address in addresses:
+            try:
+                return await self.websockets.ws_connect(
+                    url.with_host(address),
+                    headers=headers,
+                    protocols=protocols,
+                    timeout=aiohttp.ClientWSTimeout(ws_close=_WS_CLOSE_WAIT),
+                    autoclose=False,
+                    autoping=True,
+                    compress=_WS_DEFLATE_BITS,
+                    max_msg_size=max_message,
+                    decode_text=False,
+                    server_hostname=headers[HOST] if url.scheme == "https" else None,
+                )
+            except aiohttp.ClientConnectorError as exc:
+                # Nothing was sent on a connection that never opened.
+                self._note_failed(address)
+                error = exc
+        raise translate(error or TimeoutError(), prepared.host_header) from error
+
+
+class RedirectRefused(aiohttp.ClientError):
+    """A vendor answered a WebSocket upgrade with a redirect."""
+
+
+async def _refuse_redirect(
+    session: aiohttp.ClientSession,
+    context: Any,
+    params: aiohttp.TraceRequestRedirectParams,
+) -> None:
+    params.response.close()
+    raise RedirectRefused(
+        f"upstream {params.url.host} redirected a WebSocket upgrade "
+        f"to {params.response.headers.get(LOCATION, '?')!r}; refused"
+    )
 
 
 def _payload(body: bytes | None) -> bytes | io.BytesIO | None:

@@ -11,9 +11,10 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from aiohttp import web
+from aiohttp import WSMsgType, web
 
 Responder = Callable[[web.Request, "Received"], Awaitable[web.StreamResponse]]
+Message = tuple[WSMsgType, bytes]
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +104,91 @@ class FakeVendor:
         for name, value in reply.headers:
             response.headers.add(name, value)
         return response
+
+
+@dataclass(slots=True)
+class SocketRecord:
+    """One WebSocket a vendor endpoint accepted: the upgrade and every message."""
+
+    upgrade: Received
+    protocol: str | None
+    messages: list[Message] = field(default_factory=list)
+    close_code: int | None = None  # the code the peer closed with (None: dropped)
+    close_reason: str = ""
+    closed: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+# What the endpoint does with a message: the messages to send back, or a
+# (code, reason) to close with.
+Answer = Callable[[Message], "list[Message] | tuple[int, str]"]
+
+
+def echo(message: Message) -> list[Message]:
+    return [message]
+
+
+class SocketEndpoint:
+    """A vendor WebSocket endpoint: records every message byte-exact.
+
+    Use as a reply: ``vendor.reply(host, path, endpoint)``. It greets each
+    socket with `greeting`, then gives every message to `answer` (default:
+    echo it back unchanged). Text is never decoded, so what is recorded is
+    exactly what arrived.
+    """
+
+    def __init__(
+        self,
+        answer: Answer = echo,
+        greeting: list[Message] | None = None,
+        protocols: tuple[str, ...] = (),
+    ) -> None:
+        self.answer = answer
+        self.greeting = greeting or []
+        self.protocols = protocols
+        self.sockets: list[SocketRecord] = []
+        self._opened = asyncio.Event()
+
+    async def __call__(
+        self, request: web.Request, received: Received
+    ) -> web.StreamResponse:
+        socket = web.WebSocketResponse(
+            protocols=self.protocols, autoclose=False, decode_text=False
+        )
+        await socket.prepare(request)
+        record = SocketRecord(received, socket.ws_protocol)
+        self.sockets.append(record)
+        self._opened.set()
+        try:
+            for kind, data in self.greeting:
+                await socket.send_frame(data, kind)
+            await self._serve(socket, record)
+        finally:
+            record.closed.set()
+        return socket
+
+    async def _serve(self, socket: web.WebSocketResponse, record: SocketRecord) -> None:
+        while True:
+            message = await socket.receive()
+            if message.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+                break
+            record.messages.append((message.type, message.data))
+            answer = self.answer((message.type, message.data))
+            if isinstance(answer, tuple):
+                await socket.close(code=answer[0], message=answer[1].encode())
+                return
+            for kind, data in answer:
+                await socket.send_frame(data, kind)
+        if message.type is WSMsgType.CLOSE:
+            record.close_code, record.close_reason = message.data, message.extra or ""
+            await socket.close(code=message.data or 1000)
+
+    async def socket(self, index: int = 0, within: float = 10.0) -> SocketRecord:
+        """The index-th socket, once it has opened (bounded wait)."""
+        async with asyncio.timeout(within):
+            while len(self.sockets) <= index:
+                self._opened.clear()
+                await self._opened.wait()
+        return self.sockets[index]
 
 
 @dataclass(frozen=True, slots=True)

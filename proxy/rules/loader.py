@@ -37,6 +37,7 @@ from .model import (
     TagIdPlace,
     Timeouts,
     UpstreamHost,
+    WebSocketLimits,
 )
 from .variables import RuleVariables, VariableError, substitute
 
@@ -382,6 +383,9 @@ def _script(table: Table, hosts: tuple[UpstreamHost, ...]) -> ScriptRoute:
 def _relay(table: Table, hosts: tuple[UpstreamHost, ...]) -> RelayRoute:
     host = _route_host(table, hosts)
     paths = _paths(table)
+    websocket = _websocket(table)
+    if websocket is not None:
+        return _websocket_relay(table, host, paths, websocket)
     methods = frozenset(m.upper() for m in table.strings("methods", ("GET", "POST")))
     unknown = methods - policy.RELAY_METHODS
     if unknown:
@@ -423,6 +427,55 @@ def _tag_id(table: Table, relay: bool) -> TagIdPlace | None:
         why = 'a dotted member path like "payload.id", on relays only'
         raise place.fail("json", member, why)
     return TagIdPlace(query, segment, member)
+
+
+_WEBSOCKET_ONLY: Final = ("max_message", "idle_timeout", "max_connections")
+_NOT_WEBSOCKET: Final = {
+    "max_body": "a websocket relay limits each message with max_message",
+    "envelope": "an envelope tunnel is not a websocket relay",
+}
+
+
+def _websocket(table: Table) -> WebSocketLimits | None:
+    """A websocket relay's limits, or None for a relay of plain requests."""
+    if not table.get("websocket", bool, False):
+        for key in _WEBSOCKET_ONLY:
+            if key in table.data:
+                raise table.fail(key, table.data[key], "only with websocket = true")
+        return None
+    for key, why in _NOT_WEBSOCKET.items():
+        if key in table.data:
+            raise table.fail(key, table.data[key], why)
+    limits = WebSocketLimits(
+        max_message=table.size("max_message", 1024 * 1024),
+        idle_timeout=table.duration("idle_timeout", 300),
+        max_connections=table.get("max_connections", int, 10_000),
+    )
+    for key in _WEBSOCKET_ONLY:
+        if getattr(limits, key) <= 0:
+            raise table.fail(key, table.data.get(key), "must be more than zero")
+    return limits
+
+
+def _websocket_relay(
+    table: Table, host: UpstreamHost, paths: PathMatcher, limits: WebSocketLimits
+) -> RelayRoute:
+    methods = [m.upper() for m in table.strings("methods", ("GET",))]
+    if methods != ["GET"]:
+        raise table.fail(
+            "methods", methods, 'a websocket relay takes ["GET"] (the upgrade) only'
+        )
+    route = RelayRoute(
+        host=host,
+        paths=paths,
+        methods=frozenset({"GET"}),
+        max_body=0,
+        timeouts=_timeouts(table, connect=5, total=10),
+        kind="websocket",
+        websocket=limits,
+    )
+    table.done()
+    return route
 
 
 def _envelope(table: Table, host: UpstreamHost) -> EnvelopeTunnel | None:

@@ -201,11 +201,22 @@ class Durable:
 
 
 @dataclass(frozen=True, slots=True)
+class WebSocketLimits:
+    """What one relayed WebSocket may use: message size, silence, how many."""
+
+    max_message: int  # bytes of one message, either way; larger closes with 1009
+    idle_timeout: float  # seconds without a message either way; then 1001
+    max_connections: int  # open at once on this route, per process; then 503
+
+
+@dataclass(frozen=True, slots=True)
 class RelayRoute:
     """Upstream paths relayed as they are, under the rule's policies.
 
     With `envelope` set, `paths` are where envelopes are accepted and the
-    upstream path comes from each envelope's DSN instead.
+    upstream path comes from each envelope's DSN instead. With `websocket`
+    set, the route takes WebSocket upgrades only and relays messages both
+    ways (proxy/websocket.py).
     """
 
     host: UpstreamHost
@@ -217,6 +228,7 @@ class RelayRoute:
     envelope: EnvelopeTunnel | None = None
     durable: Durable | None = None  # spool and answer at once (opt-in)
     tag_id: TagIdPlace | None = None
+    websocket: WebSocketLimits | None = None
 
 
 Route = ScriptRoute | RelayRoute
