@@ -272,7 +272,7 @@ class RelayService:
             )
         ):
             outcome["upstream_status"] = "spooled"
-            return self._spooled(request, route, public_url)
+            return self._spooled(request, route, public_url, decision)
         prepared = self.upstream.prepare(
             target.host.scheme, target.upstream_host, path_query
         )
@@ -306,10 +306,18 @@ class RelayService:
         return answer
 
     def _spooled(
-        self, request: web.Request, route: RelayRoute, public_url: URL
+        self,
+        request: web.Request,
+        route: RelayRoute,
+        public_url: URL,
+        decision: Decision | None,
     ) -> web.Response:
         """The rule's answer for a beacon now safe in the spool."""
         response = durable_answer(route)
+        if decision is not None:  # tagproxy's own cookies, as on any answer
+            decision.edit_response(
+                response.headers, public_url, self.site.cookie_domain
+            )
         response.headers.update(cors_headers(request, self.site, public_url))
         if request.headers.get(h.ORIGIN):
             response.headers.add(h.VARY, "Origin")

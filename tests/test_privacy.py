@@ -17,6 +17,7 @@ from urllib.parse import parse_qsl
 import pytest
 
 from .conftest import BUNDLED_RULES, StartProxy
+from .durable_support import DurableProxy, eventually
 from .fakes import FakeVendor, Received, Reply, raw_request
 
 PUBLIC = "https://www.example.com"
@@ -773,3 +774,28 @@ async def test_rule_without_privacy_work_has_no_plan(
 
     await get(proxy.port, "/ac/hit?a=1", "Sec-GPC: 1", "DNT: 1")
     assert only(vendor).query == "a=1"
+
+
+# --- durable delivery --------------------------------------------------------------
+
+
+async def test_privacy_decides_before_the_spool(
+    vendor: FakeVendor, tmp_path: Path
+) -> None:
+    """A dropped beacon never enters the spool; the durable test rule has no
+    [privacy] section, so the strictest defaults apply (GPC drops)."""
+    running = DurableProxy(vendor.url, tmp_path / "spool.db")
+    await running.start()
+    try:
+        for query, gpc in (("x=1", "1"), ("x=2", "0")):
+            response = await raw_request(
+                int(running.url.rpartition(":")[2]),
+                f"GET /bc/e?{query} HTTP/1.1\nHost: www.example.com\n"
+                f"Sec-GPC: {gpc}\nConnection: close\n",
+            )
+            assert response.status == (200 if gpc == "1" else 202)
+        await eventually(lambda: running.stats.delivered == 1, what="delivery")
+        assert running.stats.accepted == 1
+        assert [r.query for r in vendor.received] == ["x=2"]
+    finally:
+        await running.stop()
