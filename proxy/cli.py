@@ -36,7 +36,7 @@ from .rules.variables import RuleVariables, Variable
 from .runtime import run
 from .scripts import build_rewriter
 from .site import parse_public_url
-from .sites import load_sites, log_sites
+from .sites import SiteConfig, load_sites, log_sites
 from .workers import supervise
 
 log = logging.getLogger("tagproxy")
@@ -175,6 +175,18 @@ def _parser() -> argparse.ArgumentParser:
         default=env["cookie_domain"],
         metavar="DOMAIN",
         help="the site's cookie domain, as given to serve",
+    )
+    audit.add_argument(
+        "--sites",
+        default=env["sites"],
+        metavar="FILE",
+        help="the sites file given to serve, for --site",
+    )
+    audit.add_argument(
+        "--site",
+        metavar="NAME",
+        help="audit one site of the sites file: its vendors, cookie domain "
+        "and consent settings",
     )
     shape = audit.add_mutually_exclusive_group()
     shape.add_argument("--json", action="store_true", help="print JSON")
@@ -513,10 +525,26 @@ def _audit(args: argparse.Namespace) -> int:
     rules = load_rules(_rule_paths(args), _variables(args))
     consent = load_consent(args.consent) if args.consent else None
     domain = (args.cookie_domain or "").strip().lstrip(".").lower() or None
-    reports = audit(rules, consent, domain)
+    vendors = None
+    if args.site:
+        site = _named_site(args, rules)
+        vendors, domain = site.vendors, site.site.cookie_domain
+        consent = site.consent or consent
+    reports = audit(rules, consent, domain, vendors)
     render = render_json if args.json else render_text
     sys.stdout.write((render_summary if args.summary else render)(reports))
     return 0
+
+
+def _named_site(args: argparse.Namespace, rules: RuleSet) -> SiteConfig:
+    if not args.sites:
+        raise ConfigError("--site needs the sites file: --sites FILE")
+    sites = load_sites(Path(args.sites), rules)
+    for site in sites.sites:
+        if site.name == args.site:
+            return site
+    names = ", ".join(s.name for s in sites.sites)
+    raise ConfigError(f"--site {args.site!r}: no such site in {args.sites} ({names})")
 
 
 def _routes(args: argparse.Namespace) -> int:

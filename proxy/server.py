@@ -146,7 +146,10 @@ class Proxy:
         self, rules: RuleSet, site: Site, config: SiteConfig | None
     ) -> Services:
         router = Router(rules)
-        privacy = Privacy(rules, self.settings.consent)
+        consent = self.settings.consent
+        if config is not None and config.consent is not None:
+            consent = config.consent
+        privacy = Privacy(rules, consent)
         if config is None:
             tag_ids = parse_tag_ids(self.settings.tag_ids, rules)
         else:

@@ -15,6 +15,7 @@ one). The file is TOML:
     cookie_domain = "shop.example"                # default: host-only cookies
     allowed_origins = ["https://www.shop.example"]
     vendors = ["google", "plausible"]             # default: every loaded rule
+    consent = "onetrust"            # preset or file; default: --consent
 
     [sites.tag_ids]                 # optional: tag IDs each vendor may serve
     google = ["G-ABC123", "GTM-XYZ9"]
@@ -33,6 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
+from .errors import ConfigError
+from .privacy.consent import ConsentConfig, load_consent
 from .rules import RuleSet
 from .rules.loader import RuleError, Table
 from .site import OriginMatcher, Site, is_origin_pattern, parse_public_url
@@ -57,6 +60,7 @@ class SiteConfig:
     # Tag IDs (measurement IDs, container IDs, pixel IDs) each vendor may
     # serve for this site; a vendor missing here is not restricted.
     tag_ids: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    consent: ConsentConfig | None = None  # None: the --consent setting
 
     def enables(self, vendor: str) -> bool:
         return self.vendors is None or vendor in self.vendors
@@ -148,8 +152,23 @@ def _site(table: Table, rules: RuleSet) -> SiteConfig:
 
     vendors = _vendors(table, rules)
     tag_ids = _tag_ids(table.table("tag_ids"), vendors, rules)
+    consent = _consent(table)
     table.done()
-    return SiteConfig(name, hosts, site, vendors, tag_ids)
+    return SiteConfig(name, hosts, site, vendors, tag_ids, consent)
+
+
+def _consent(table: Table) -> ConsentConfig | None:
+    """A consent preset, or a consent file relative to the sites file."""
+    raw = table.get("consent", str, "")
+    if not raw:
+        return None
+    spec = raw
+    if "/" in raw or raw.endswith(".toml"):
+        spec = str(table.source.parent / raw)
+    try:
+        return load_consent(spec)
+    except ConfigError as exc:
+        raise table.fail("consent", raw, str(exc)) from exc
 
 
 def _vendors(table: Table, rules: RuleSet) -> frozenset[str] | None:

@@ -799,3 +799,33 @@ async def test_privacy_decides_before_the_spool(
         assert [r.query for r in vendor.received] == ["x=2"]
     finally:
         await running.stop()
+
+
+# --- several sites ---------------------------------------------------------------
+
+SITES = """
+[[sites]]
+name = "shop"
+hosts = ["www.shop.example"]
+public_url = "https://www.shop.example"
+consent = "complianz"
+
+[[sites]]
+name = "blog"
+hosts = ["www.blog.example"]
+public_url = "https://www.blog.example"
+"""
+
+
+async def test_consent_settings_are_per_site(
+    vendor: FakeVendor, start_proxy: StartProxy, tmp_path: Path
+) -> None:
+    sites = tmp_path / "sites.toml"
+    sites.write_text(SITES)
+    proxy = await start_proxy(sites=str(sites))
+    for host in ("www.shop.example", "www.blog.example"):
+        await raw_request(
+            proxy.port, f"GET {GA_HIT} HTTP/1.1\nHost: {host}\nConnection: close\n"
+        )
+    # The shop reads Complianz and has no grant; the blog reads no cookie.
+    assert len(vendor.received) == 1

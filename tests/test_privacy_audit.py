@@ -127,3 +127,66 @@ def test_audit_refuses_a_bad_consent_setting(
 ) -> None:
     assert main(["audit", "--consent", "no-such-preset"]) == 2
     assert "neither a preset" in capsys.readouterr().err
+
+
+SITES = """
+[[sites]]
+name = "shop"
+hosts = ["www.shop.example"]
+cookie_domain = "shop.example"
+vendors = ["google", "meta"]
+consent = "consent.toml"
+
+[[sites]]
+name = "blog"
+hosts = ["www.blog.example"]
+vendors = ["plausible"]
+"""
+
+CONSENT = """
+preset = "cookiebot"
+
+[purposes.ads]
+cookie = "shop_consent"
+granted = "ads=1"
+"""
+
+
+def test_audit_of_one_site(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    (tmp_path / "sites.toml").write_text(SITES)
+    (tmp_path / "consent.toml").write_text(CONSENT)
+    sites = str(tmp_path / "sites.toml")
+    reports = audit_json(capsys, "--sites", sites, "--site", "shop")
+
+    assert sorted(reports) == ["google", "meta"]
+    meta = reports["meta"]
+    assert meta["consent"]["consent_source"] == str(tmp_path / "consent.toml")
+    assert meta["consent"]["consent_cookie"] == [
+        {"purpose": "ads", "cookie": "shop_consent", "granted": "ads=1"}
+    ]
+    reissued = reports["google"]["cookies_set"]
+    assert reissued["vendor_cookie_policy"]["domain"] == "shop.example"
+
+
+# --site needs a sites file naming that site; a bad consent entry names the key.
+@pytest.mark.parametrize(
+    ("args", "sites", "message"),
+    [
+        (["--site", "shop"], None, "--site needs the sites file"),
+        (["--site", "nope"], SITES, "no such site"),
+        (["--site", "shop"], SITES.replace("consent.toml", "acme"), "sites[0].consent"),
+    ],
+)
+def test_audit_site_errors(
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    args: list[str],
+    sites: str | None,
+    message: str,
+) -> None:
+    (tmp_path / "consent.toml").write_text(CONSENT)
+    if sites is not None:
+        (tmp_path / "sites.toml").write_text(sites)
+        args = [*args, "--sites", str(tmp_path / "sites.toml")]
+    assert main(["audit", *args]) == 2
+    assert message in capsys.readouterr().err
