@@ -42,7 +42,7 @@ class Trust:
     ip_headers: tuple[str, ...] = ()
 
     def trusts(self, address: Address | None) -> bool:
-        if address is None:
+        if address is None or not self.proxies:
             return False
         return any(address in network for network in self.proxies)
 

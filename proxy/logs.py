@@ -21,7 +21,23 @@ PLAIN_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 MAX_BATCH: Final = 4096  # PIPE_BUF on Linux: larger pipe writes may interleave
 
 
-class JsonFormatter(logging.Formatter):
+class SecondsFormatter(logging.Formatter):
+    """Formats a record's time with strftime once a second, not once a line."""
+
+    _cached: tuple[int, str | None, str] = (-1, None, "")
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        second, cached_fmt, text = self._cached
+        if second != int(record.created) or cached_fmt != datefmt:
+            fmt = datefmt or self.default_time_format
+            text = time.strftime(fmt, self.converter(record.created))
+            self._cached = (int(record.created), datefmt, text)
+        if datefmt or not self.default_msec_format:
+            return text
+        return self.default_msec_format % (text, record.msecs)
+
+
+class JsonFormatter(SecondsFormatter):
     """One JSON object per record: time, level, logger, message, fields."""
 
     def converter(self, seconds: float | None) -> time.struct_time:
@@ -127,9 +143,7 @@ def setup_logging(settings: Settings, worker: int | None = None) -> None:
         formatter: logging.Formatter = JsonFormatter(worker)
     else:
         tag = "" if worker is None else f"[{worker}]"
-        formatter = logging.Formatter(
-            PLAIN_FORMAT.replace("%(name)s", "%(name)s" + tag)
-        )
+        formatter = SecondsFormatter(PLAIN_FORMAT.replace("%(name)s", "%(name)s" + tag))
     handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -189,6 +189,7 @@ def route_id(route: Route) -> str:
 # `labels()` call (about a microsecond each, three times a request).
 _request_children: dict[tuple[str, str, str, int], tuple[Counter, Histogram]] = {}
 _upstream_children: dict[tuple[str, str], Histogram] = {}
+_script_cache_children: dict[tuple[str, str], Counter] = {}
 
 
 def request_done(
@@ -223,7 +224,11 @@ def upstream_error(vendor: str, kind: str) -> None:
 
 
 def script_cache(vendor: str, result: str) -> None:
-    SCRIPT_CACHE.labels(vendor, result).inc()
+    child = _script_cache_children.get((vendor, result))
+    if child is None:
+        child = SCRIPT_CACHE.labels(vendor, result)
+        _script_cache_children[(vendor, result)] = child
+    child.inc()
 
 
 def stale_served(vendor: str, reason: str = "upstream_error") -> None:
