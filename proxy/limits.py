@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
@@ -134,7 +135,7 @@ class _Busy(asyncio.Protocol):
 class LimitedSite(web.BaseSite):
     """A TCP site whose connections pass through a ConnectionLimiter."""
 
-    __slots__ = ("_host", "_limit", "_port", "_reuse_port", "limiter")
+    __slots__ = ("_host", "_limit", "_port", "_reuse_port", "_sock", "limiter")
 
     def __init__(
         self,
@@ -145,11 +146,18 @@ class LimitedSite(web.BaseSite):
         max_connections: int,
         backlog: int = 1024,
         reuse_port: bool | None = None,
+        sock: socket.socket | None = None,
     ) -> None:
         super().__init__(runner, backlog=backlog)
         self._host, self._port, self._reuse_port = host, port, reuse_port
+        self._sock = sock  # a listening socket of the caller's, else our own
         self.limiter: ConnectionLimiter | None = None
         self._limit = max_connections
+
+    @property
+    def factory(self) -> Callable[[], asyncio.BaseProtocol] | None:
+        """What serves a connection accepted here (None before start)."""
+        return self.limiter
 
     @property
     def name(self) -> str:
@@ -162,6 +170,11 @@ class LimitedSite(web.BaseSite):
         assert server is not None
         self.limiter = ConnectionLimiter(server, self._limit)
         loop = asyncio.get_running_loop()
+        if self._sock is not None:
+            self._server = await loop.create_server(
+                self.limiter, sock=self._sock, backlog=self._backlog
+            )
+            return
         self._server = await loop.create_server(
             self.limiter,
             self._host,

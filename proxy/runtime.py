@@ -21,6 +21,7 @@ from prometheus_client.registry import Collector
 from .admin import build_admin_app
 from .background import spawn
 from .config import Settings, address_text
+from .drain import LINGER, drain, listen
 from .limits import LimitedSite
 from .reload import Loaded, Reloader
 from .server import Proxy, build_app
@@ -97,13 +98,14 @@ async def serve(
     await runner.setup()
     host, port = settings.listen
     # Workers share the port: the kernel spreads new connections over them.
+    listener = listen(host, port, backlog=BACKLOG, reuse_port=worker)
     site = LimitedSite(
         runner,
         host,
         port,
         max_connections=settings.limits.max_connections,
         backlog=BACKLOG,
-        reuse_port=worker or None,
+        sock=listener,
     )
     await site.start()
     for address in runner.addresses:
@@ -122,6 +124,8 @@ async def serve(
 
     control.stopping = True
     log.info("stopping: finishing requests in flight")
+    grace = settings.durability.shutdown_grace
+    await drain(runner, [listener], site.factory, proxy.draining, min(LINGER, grace))
     await runner.cleanup()
     if admin is not None:
         await admin.cleanup()

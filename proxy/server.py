@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Mapping
@@ -17,6 +18,7 @@ from . import headers as h
 from . import trace as tracing
 from .config import Settings
 from .delivery import Delivery, require_spool
+from .drain import install as install_drain
 from .errors import (
     MethodNotAllowed,
     NotFound,
@@ -106,6 +108,7 @@ class Proxy:
         self.upstream = Upstream(settings.overrides, durability.dns_servers)
         self.delivery: Delivery | None = None
         self.websockets = WebSocketRelay(self.upstream)  # outlives reloads
+        self.draining = asyncio.Event()  # set on SIGTERM: answers close
         self.generation = self._generation(rules, sites)
         self.tracer = Tracer(settings.trace_secret) if settings.trace_secret else None
 
@@ -420,6 +423,7 @@ def build_app(proxy: Proxy) -> web.Application:
         await proxy.websockets.close_all()
 
     app.on_shutdown.append(close_websockets)
+    install_drain(app, proxy.draining)
     app.on_startup.append(start)
     app.on_cleanup.append(close)
     return app
