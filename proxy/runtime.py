@@ -28,7 +28,6 @@ from .server import Proxy, build_app
 
 log = logging.getLogger("tagproxy")
 
-SHUTDOWN_TIMEOUT: Final = 10.0
 BACKLOG: Final = 1024
 
 # Called once the process serves: (its control, the event that stops it).
