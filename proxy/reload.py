@@ -167,7 +167,12 @@ class Reloader:
         if not changes:
             # Nothing to do: keep the caches warm.
             return ReloadReport("unchanged")
-        self.proxy.swap(new.rules, new.sites)
+        try:
+            self.proxy.swap(new.rules, new.sites)
+        except Exception as exc:
+            # Building the new services failed: the old ones still serve.
+            log.exception("reload: the new rules could not be put in service")
+            return ReloadReport("error", error=f"{type(exc).__name__}: {exc}")
         generation = self.proxy.generation
         metrics.rules_serving(len(generation.rules.rules), _site_count(generation))
         return ReloadReport("ok", changes)

@@ -36,17 +36,16 @@ from typing import Final
 
 from .errors import ConfigError
 from .privacy.consent import ConsentConfig, load_consent
-from .rules import RuleSet
+from .rules import Route, RuleSet
 from .rules.loader import RuleError, Table
 from .site import OriginMatcher, Site, is_origin_pattern, parse_public_url
+from .tagids import TAG_ID
 
 _HOST: Final = re.compile(
     r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
     r"(?::\d{1,5})?"
 )
 log = logging.getLogger(__name__)
-
-_TAG_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,9 +193,18 @@ def _tag_ids(
             raise table.fail(vendor, ids, f"no loaded rule has this vendor ({known})")
         if vendors is not None and vendor not in vendors:
             raise table.fail(vendor, ids, "vendor is not in this site's vendors")
+        rule = rules.by_vendor[vendor]
+        routes: list[Route] = [*rule.scripts, *rule.relays]
+        if not any(route.tag_id for route in routes):
+            raise table.fail(
+                vendor,
+                ids,
+                f"its rule ({rule.source}) says nowhere where tag IDs appear "
+                "(tag_id on a route), so listing IDs would restrict nothing",
+            )
         for tag_id in ids:
-            if _TAG_ID.fullmatch(tag_id) is None:
-                raise table.fail(vendor, tag_id, "not a tag ID (letters, digits, -_.)")
+            if TAG_ID.fullmatch(tag_id) is None:
+                raise table.fail(vendor, tag_id, "not a tag ID (letters, digits, -_.:)")
         out[vendor] = frozenset(ids)
     table.done()
     return out

@@ -24,6 +24,9 @@ public_url = "https://metrics.shop.example"
 cookie_domain = "shop.example"
 allowed_origins = ["https://www.shop.example"]
 
+[sites.tag_ids]
+google = ["G-SHOP1"]
+
 [[sites]]
 name = "blog"
 hosts = ["stats.blog.example:8443"]
@@ -142,6 +145,21 @@ async def test_without_sites_file_one_site_from_flags(
     assert b'"https://m.flags.example/pa/api/event"' in body
 
 
+async def test_each_site_serves_only_its_tag_ids(
+    vendor: FakeVendor, start_proxy: StartProxy, tmp_path: Path
+) -> None:
+    gtag = [("Content-Type", "application/javascript")]
+    vendor.reply("www.googletagmanager.com", "/gtag/js", Reply(200, b"var a;", gtag))
+    proxy = await start_proxy(sites=str(write(tmp_path, SITES)))
+
+    status, _ = await get(proxy, "/gt/gtag/js?id=G-OTHER", "www.shop.example")
+    assert status == 403
+    assert vendor.received == []
+    status, _ = await get(proxy, "/gt/gtag/js?id=G-SHOP1", "www.shop.example")
+    assert status == 200
+    assert vendor.received[0].query == "id=G-SHOP1"
+
+
 def test_tag_ids_reach_the_site_config(tmp_path: Path) -> None:
     sites = load_sites(write(tmp_path, SITES), load_rules([BUNDLED_RULES]))
     blog = sites.for_host("STATS.blog.example:8443")
@@ -194,6 +212,11 @@ def test_tag_ids_reach_the_site_config(tmp_path: Path) -> None:
             "also listed by site",
         ),
         ('default = "x"\n[[sites]]\nhosts = ["a.example"]\n', "default", "no site"),
+        (
+            '[[sites]]\nhosts = ["a.example"]\n[sites.tag_ids]\nmixpanel = ["x"]\n',
+            "sites[0].tag_ids.mixpanel",
+            "says nowhere where tag IDs appear",
+        ),
         ('[[sites]]\nhosts = ["a.example"]\nhost = "b"\n', "sites[0].host", "unknown"),
         ("", "sites", "at least one"),
     ],
