@@ -13,6 +13,7 @@ import pytest
 from aiohttp import web
 
 from proxy.config import build_settings, rule_variables
+from proxy.limits import LimitedSite
 from proxy.reload import load_config
 from proxy.rules import RuleSet, load_rules
 from proxy.server import Proxy, build_app
@@ -115,7 +116,8 @@ async def start_proxy(vendor: FakeVendor) -> AsyncIterator[StartProxy]:
         proxy = Proxy(settings, config.rules, config.sites)
         runner = web.AppRunner(build_app(proxy), access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
+        limit = settings.limits.max_connections
+        site = LimitedSite(runner, "127.0.0.1", 0, max_connections=limit)
         await site.start()
         runners.append(runner)
         port = runner.addresses[0][1]
