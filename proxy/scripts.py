@@ -3,11 +3,17 @@
 A cache entry holds the rewritten body once per encoding (identity, gzip,
 brotli), compressed once at fill time, so a cache hit costs a dict look-up and
 a write. One fill per key runs at a time; concurrent requests wait for it.
+
+A vendor outage must not take the tags down: past its TTL a script is served
+stale while one background fetch refreshes it (stale-while-revalidate), and
+while the vendor fails (stale-if-error). A fetched script that no longer fits
+its rule (scriptguard) never replaces the last one that did.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gzip
 import hashlib
 import logging
@@ -26,12 +32,21 @@ from yarl import URL
 
 from . import exchange, metrics
 from . import headers as h
+from .background import TaskSet
 from .errors import UpstreamError
 from .geo import Geo, set_geo_headers
-from .rewrite import BodyKind, ExtraRewrite, HostTarget, Rewriter, kind_for_content_type
+from .rewrite import (
+    BodyKind,
+    ExtraRewrite,
+    HostTarget,
+    Rewriter,
+    RewriteResult,
+    kind_for_content_type,
+)
 from .rewrite.shim import shim_prelude
 from .routing import Router, Target, mount_path, mount_url
 from .rules import CacheMode, Rule, RuleSet, ScriptRoute
+from .scriptguard import GuardFailure, check_script, report
 from .upstream import Upstream, translate
 
 log = logging.getLogger(__name__)
@@ -39,6 +54,9 @@ log = logging.getLogger(__name__)
 MAX_SCRIPT_BYTES: Final = 16 * 1024 * 1024
 _COMPRESSIBLE_MIN: Final = 256
 _ENCODED_SUFFIX: Final = {"gzip": "-gz", "br": "-br", "identity": ""}
+# After a fetch fails its rule's guard with no good copy to fall back on,
+# how soon to fetch again rather than wait out the whole TTL.
+GUARD_RETRY: Final = 60.0
 
 CacheKey = tuple[str, str, str]  # public URL, upstream URL, variant (geo)
 
@@ -58,6 +76,7 @@ class Script:
     expires: float
     rewrites: int
     kept_original: bool
+    guard_failure: GuardFailure | None = None  # None: it fits its rule
 
     @property
     def size(self) -> int:
@@ -74,6 +93,16 @@ class Script:
         return self.identity
 
 
+@dataclass(frozen=True, slots=True)
+class Freshness:
+    """How long past its TTL a route's script may serve, and whose it is."""
+
+    rule: Rule
+    where: str  # upstream host and path, for log lines
+    stale_while_revalidate: float = 0.0
+    stale_if_error: float = 0.0
+
+
 class ScriptCache:
     """An LRU of scripts bounded by bytes, with one fill in flight per key."""
 
@@ -82,41 +111,132 @@ class ScriptCache:
             maxsize=max_bytes, getsizeof=lambda s: s.size
         )
         self._fills: dict[CacheKey, asyncio.Future[Script]] = {}
+        self._refreshes = TaskSet("script refresh")
 
     def __len__(self) -> int:
         return len(self._entries)
 
     async def get(
-        self, key: CacheKey, fill: Callable[[], Awaitable[Script]]
+        self,
+        key: CacheKey,
+        fill: Callable[[], Awaitable[Script]],
+        freshness: Freshness | None = None,
     ) -> tuple[Script, str]:
-        """The entry for `key` and how it was had: hit, miss or wait."""
-        entry = self._entries.get(key)
-        if entry is not None and entry.expires > time.monotonic():
-            return entry, "hit"
-        pending = self._fills.get(key)
-        if pending is not None:
-            return await asyncio.shield(pending), "wait"
-        return await self._fill(key, fill), "miss"
+        """The entry for `key` and how it was had.
 
-    async def _fill(
-        self, key: CacheKey, fill: Callable[[], Awaitable[Script]]
-    ) -> Script:
+        hit, miss or wait (for another request's fill); stale (past its TTL,
+        a refresh started), stale-error (the vendor failed), guard (the
+        fetched script failed its rule; the last good one served).
+        """
+        now = time.monotonic()
+        entry = self._entries.get(key)
+        if entry is not None and entry.expires > now:
+            return entry, "hit"
+        revalidating = freshness.stale_while_revalidate if freshness else 0.0
+        if entry is not None and now < entry.expires + revalidating:
+            assert freshness is not None
+            self._refresh(key, fill, freshness)
+            metrics.stale_served(freshness.rule.vendor, "revalidating")
+            return entry, "stale"
+        try:
+            pending = self._fills.get(key)
+            if pending is not None:
+                return await asyncio.shield(pending), "wait"
+            future = self._begin(key)
+            return await self._complete(key, future, fill, freshness)
+        except UpstreamError as exc:
+            if freshness is None or entry is None:
+                raise
+            if now >= entry.expires + freshness.stale_if_error:
+                raise
+            log.warning(
+                "%s: %s; serving the copy cached %.0f s past its TTL",
+                freshness.where,
+                exc.reason,
+                now - entry.expires,
+            )
+            metrics.upstream_error(freshness.rule.vendor, exc.kind)
+            metrics.stale_served(freshness.rule.vendor, "upstream_error")
+            return entry, "stale-error"
+
+    def _begin(self, key: CacheKey) -> asyncio.Future[Script]:
         future: asyncio.Future[Script] = asyncio.get_running_loop().create_future()
         # Waiters read the outcome; when nobody waits, reading it here keeps
         # asyncio from reporting an exception as never retrieved.
         future.add_done_callback(lambda f: f.cancelled() or f.exception())
         self._fills[key] = future
+        return future
+
+    async def _complete(
+        self,
+        key: CacheKey,
+        future: asyncio.Future[Script],
+        fill: Callable[[], Awaitable[Script]],
+        freshness: Freshness | None,
+    ) -> tuple[Script, str]:
         try:
-            entry = await fill()
+            fetched = await fill()
         except BaseException as exc:
             future.set_exception(exc)
             raise
         finally:
             del self._fills[key]
-        if entry.status == 200 and entry.size <= self._entries.maxsize:
-            self._entries[key] = entry
+        entry, how = self._store(key, fetched, freshness)
         future.set_result(entry)
-        return entry
+        return entry, how
+
+    def _store(
+        self, key: CacheKey, fetched: Script, freshness: Freshness | None
+    ) -> tuple[Script, str]:
+        if fetched.status != 200 or fetched.size > self._entries.maxsize:
+            return fetched, "miss"
+        failure = fetched.guard_failure
+        if failure is None:
+            self._entries[key] = fetched
+            return fetched, "miss"
+
+        previous = self._entries.get(key)
+        last_good = previous if previous and previous.guard_failure is None else None
+        if freshness is not None:
+            report(failure, freshness.rule, freshness.where, last_good is not None)
+        if last_good is not None:
+            # Checked again after a TTL, in case the vendor changes it back
+            # or the operator updates the rule.
+            kept = dataclasses.replace(last_good, expires=fetched.expires)
+            self._entries[key] = kept
+            if freshness is not None:
+                metrics.stale_served(freshness.rule.vendor, "guard")
+            return kept, "guard"
+        retry = min(fetched.expires, time.monotonic() + GUARD_RETRY)
+        self._entries[key] = dataclasses.replace(fetched, expires=retry)
+        return fetched, "miss"
+
+    def _refresh(
+        self,
+        key: CacheKey,
+        fill: Callable[[], Awaitable[Script]],
+        freshness: Freshness,
+    ) -> None:
+        if key in self._fills:
+            return  # one refresh per key at a time
+        future = self._begin(key)
+
+        async def refresh() -> None:
+            try:
+                await self._complete(key, future, fill, freshness)
+            except UpstreamError as exc:
+                log.warning(
+                    "%s: refresh failed (%s); the cached copy stays",
+                    freshness.where,
+                    exc.reason,
+                )
+                metrics.upstream_error(freshness.rule.vendor, exc.kind)
+
+        self._refreshes.spawn(refresh(), freshness.where)
+
+    async def close(self) -> None:
+        """Stop refreshes still running (the upstream client is closing)."""
+        await self._refreshes.cancel()
 
     def clear(self) -> None:
         self._entries.clear()
@@ -259,44 +379,33 @@ async def fetch_script(
 
     body = decode_body(raw, encoding, target.upstream_host)
     content_type = upstream_headers.get(h.CONTENT_TYPE, _guess_type(target.path))
-    rewritten, count, kept = body, 0, False
+    result = RewriteResult(body, {})
+    failure = None
     if status == 200:
         kind = kind_for_content_type(content_type)
         rewriter, prelude = rewriters.get(request.public_url, target.rule)
         if kind is not None:
-            rewritten, count, kept = await asyncio.to_thread(
-                _rewrite, rewriter, body, kind, target
-            )
+            result = await asyncio.to_thread(rewriter.rewrite, body, kind)
+        # A rewrite that would break the script keeps the original body; the
+        # guard then treats it like any other script that no longer fits.
+        broken = result.reason if result.kept_original else None
+        failure = check_script(
+            route.guard, body, result.replacements, broken, target.rule.vendor
+        )
         if kind is BodyKind.JS and prelude:
             # Prepended after rewriting: the shim's own host map must stay.
-            rewritten = prelude + b"\n" + rewritten
+            result = dataclasses.replace(result, body=prelude + b"\n" + result.body)
     return await asyncio.to_thread(
         make_script,
         status,
-        rewritten,
+        result.body,
         content_type,
         route,
         upstream_headers,
-        count,
-        kept,
+        sum(result.replacements.values()),
+        result.kept_original,
+        failure,
     )
-
-
-def _rewrite(
-    rewriter: Rewriter, body: bytes, kind: BodyKind, target: Target
-) -> tuple[bytes, int, bool]:
-    result = rewriter.rewrite(body, kind)
-    if result.kept_original:
-        # The vendor changed its script in a way our rewrite would break;
-        # serving it unrewritten keeps the tag alive (third-party) meanwhile.
-        log.warning(
-            "rewrite of %s%s kept the original: %s",
-            target.upstream_host,
-            target.path,
-            result.reason,
-        )
-        metrics.rewrite_guard_tripped(target.rule.vendor, "kept_original")
-    return result.body, sum(result.replacements.values()), result.kept_original
 
 
 async def _read_capped(content: object, host: str) -> bytes:
@@ -360,6 +469,7 @@ def make_script(
     upstream_headers: CIMultiDict[str],
     rewrites: int,
     kept_original: bool,
+    guard_failure: GuardFailure | None = None,
 ) -> Script:
     compress = status == 200 and len(body) >= _COMPRESSIBLE_MIN
     vary = _merge_vary(upstream_headers.get(h.VARY, ""), "Accept-Encoding")
@@ -380,6 +490,7 @@ def make_script(
         expires=time.monotonic() + route.ttl,
         rewrites=rewrites,
         kept_original=kept_original,
+        guard_failure=guard_failure,
     )
 
 
@@ -478,8 +589,14 @@ class ScriptService:
         async def fill() -> Script:
             return await fetch_script(self.upstream, self.rewriters, script_request)
 
+        where = f"{target.upstream_host}{target.path}"
         if per_visitor:
-            return respond(request, await fill()), "bypass"
+            # Per-visitor bodies are never kept, so there is no last good
+            # copy to fall back on: a misfit is reported and served.
+            script = await fill()
+            if script.status == 200 and script.guard_failure is not None:
+                report(script.guard_failure, target.rule, where, False)
+            return respond(request, script), "bypass"
 
         query = kept_query(target.query, route.query)
         variant = geo.code if by_geo and geo is not None else ""
@@ -488,5 +605,11 @@ class ScriptService:
             f"{target.upstream_url.partition('?')[0]}?{query}",
             variant,
         )
-        script, how = await self.cache.get(key, fill)
+        freshness = Freshness(
+            target.rule,
+            where,
+            route.stale_while_revalidate,
+            route.stale_if_error,
+        )
+        script, how = await self.cache.get(key, fill, freshness)
         return respond(request, script), how

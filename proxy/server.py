@@ -198,6 +198,10 @@ class Proxy:
             await self.delivery.stop(
                 min(_DELIVERY_STOP, self.settings.durability.shutdown_grace)
             )
+        generation = self.generation
+        services = [generation.single] if generation.single else []
+        for each in (*services, *generation.by_site.values()):
+            await each.scripts.cache.close()
         await self.upstream.close()
 
     async def handle(self, request: web.Request) -> web.StreamResponse:

@@ -33,6 +33,7 @@ from .model import (
     Route,
     Rule,
     RuleSet,
+    ScriptGuard,
     ScriptRoute,
     TagIdPlace,
     Timeouts,
@@ -53,6 +54,7 @@ HEADER_NAME: Final = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")
 COOKIE_PATTERN: Final = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")
 DURATION: Final = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?")
 SIZE: Final = re.compile(r"(\d+)\s*(B|KB|KiB|MB|MiB|GB|GiB)?")
+DEFAULT_STALE_IF_ERROR: Final = 86400.0
 RESERVED_MOUNTS: Final = frozenset({"/_tagproxy"})
 PROJECT_ID: Final = re.compile(r"[0-9]{1,20}")
 
@@ -217,6 +219,7 @@ def _rule(top: Table) -> Rule:
     if not scripts and not relays:
         raise top.fail("scripts", [], "a rule needs at least one script or relay")
     rewrites = tuple(_rewrite(t) for t in top.tables("rewrites"))
+    _check_guards(top, scripts, {r.name for r in rewrites})
     shim = top.get("shim", bool, False)
     keep_literals = tuple(h.lower() for h in top.strings("keep_literals"))
     for host in keep_literals:
@@ -366,18 +369,58 @@ def _script(table: Table, hosts: tuple[UpstreamHost, ...]) -> ScriptRoute:
     except ValueError:
         allowed = ", ".join(m.value for m in CacheMode)
         raise table.fail("cache", raw_cache, f"must be one of {allowed}") from None
+    ttl = table.duration("ttl", 3600)
     route = ScriptRoute(
         host=host,
         paths=paths,
         cache=cache,
-        ttl=table.duration("ttl", 3600),
+        ttl=ttl,
         query=frozenset(table.strings("query")),
         cache_control=table.get("cache_control", str, "") or None,
         timeouts=_timeouts(table, connect=5, total=15),
         tag_id=_tag_id(table, relay=False),
+        # By default a script may be served as long again as its TTL while
+        # one request refreshes it, and for a day while the vendor fails.
+        stale_while_revalidate=table.duration("stale_while_revalidate", ttl),
+        stale_if_error=table.duration("stale_if_error", DEFAULT_STALE_IF_ERROR),
+        guard=_guard(table),
     )
     table.done()
     return route
+
+
+def _guard(table: Table) -> ScriptGuard | None:
+    if "guard" not in table.data:
+        return None
+    guard = table.table("guard")
+    contains = guard.strings("contains")
+    if any(not text for text in contains):
+        raise guard.fail("contains", list(contains), "strings must not be empty")
+    result = ScriptGuard(
+        contains=tuple(text.encode() for text in contains),
+        min_size=guard.size("min_size", 0),
+        min_rewrites=guard.get("min_rewrites", int, 0),
+        rewrites=guard.strings("rewrites"),
+    )
+    guard.done()
+    if result.min_rewrites < 0:
+        raise guard.fail("min_rewrites", result.min_rewrites, "must not be negative")
+    return result
+
+
+def _check_guards(
+    top: Table, scripts: tuple[ScriptRoute, ...], names: set[str]
+) -> None:
+    for index, route in enumerate(scripts):
+        for name in route.guard.rewrites if route.guard else ():
+            if name not in names:
+                known = ", ".join(sorted(names)) or "none"
+                raise RuleError(
+                    top.source,
+                    f"scripts[{index}].guard.rewrites",
+                    name,
+                    f"no [[rewrites]] entry has this name (known: {known})",
+                )
 
 
 def _relay(table: Table, hosts: tuple[UpstreamHost, ...]) -> RelayRoute:

@@ -155,6 +155,22 @@ class TagIdPlace:
 
 
 @dataclass(frozen=True, slots=True)
+class ScriptGuard:
+    """What a rule expects of the vendor's script, checked on every fetch.
+
+    When a vendor changes its script so the rule no longer fits (a host it
+    rewrites is gone, a quirk's literal no longer matches, an error page
+    arrives with status 200), the check fails and tagproxy keeps serving the
+    last script that passed, warns and counts, instead of a broken rewrite.
+    """
+
+    contains: tuple[bytes, ...] = ()  # must all be in the upstream body
+    min_size: int = 0  # bytes of the decoded upstream body
+    min_rewrites: int = 0  # host and quirk replacements made, at least
+    rewrites: tuple[str, ...] = ()  # names of [[rewrites]] that must match
+
+
+@dataclass(frozen=True, slots=True)
 class ScriptRoute:
     """Upstream paths fetched, rewritten, cached and served."""
 
@@ -167,6 +183,11 @@ class ScriptRoute:
     timeouts: Timeouts
     kind: str = "script"
     tag_id: TagIdPlace | None = None
+    # Past the TTL, the cached copy is served while one fetch refreshes it
+    # (for this long), or while the vendor fails (for this long).
+    stale_while_revalidate: float = 0.0
+    stale_if_error: float = 0.0
+    guard: ScriptGuard | None = None
 
 
 @dataclass(frozen=True, slots=True)
