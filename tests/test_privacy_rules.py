@@ -10,7 +10,7 @@ import pytest
 
 from proxy.errors import ConfigError
 from proxy.privacy.address import truncate, visitor_address
-from proxy.privacy.consent import State, google_consent, load_consent
+from proxy.privacy.consent import State, cookie_pairs, google_consent, load_consent
 from proxy.privacy.model import Action, CookiePolicy, IpHandling, Purpose
 from proxy.privacy.scrub import looks_like_phone, redact_url
 from proxy.privacy.setcookie import apply_policy
@@ -350,3 +350,23 @@ def test_set_cookie_policy_keeps_what_it_does_not_name() -> None:
     assert apply_policy(sent, CookiePolicy(declared=True), "example.com") == (
         "a=1; Max-Age=60; Priority=High; Domain=example.com; Path=/p; SameSite=Lax"
     )
+
+
+# Cookie headers as browsers (and odd clients) send them.
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("a=1; b=2", {"a": "1", "b": "2"}),
+        ("a=1;b=2;;c=", {"a": "1", "b": "2", "c": ""}),
+        ('q="quoted value"; a=1; a=2', {"q": "quoted value", "a": "1"}),
+        ("flag; x=y=z", {"x": "y=z"}),
+        ("  sp = 1 ", {"sp": "1"}),
+    ],
+)
+def test_cookie_pairs(header: str, expected: dict[str, str]) -> None:
+    assert cookie_pairs([header]) == expected
+
+
+@pytest.mark.parametrize("address", ["01.2.3.4", "256.1.1.1", "1.2.3", "203.0.113.07"])
+def test_truncate_refuses_what_is_not_an_address(address: str) -> None:
+    assert truncate(address) is None

@@ -8,12 +8,15 @@ the same form and none can leak the full address past a truncation.
 from __future__ import annotations
 
 import ipaddress
+import re
 from typing import Final
 
 from .model import IpHandling
 
 _V4_MASK: Final = (1 << 32) - (1 << 8)  # /24
 _V6_MASK: Final = (1 << 128) - (1 << 80)  # /48
+_OCTET: Final = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+_DOTTED: Final = re.compile(rf"({_OCTET}\.{_OCTET}\.{_OCTET})\.{_OCTET}")
 
 
 def visitor_address(address: str, handling: IpHandling) -> str | None:
@@ -31,6 +34,9 @@ def truncate(address: str) -> str | None:
     Something that is not an address cannot be truncated, so it does not
     leave at all rather than leaving whole.
     """
+    plain = _DOTTED.fullmatch(address)
+    if plain is not None:
+        return f"{plain[1]}.0"  # the common case, without parsing
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:

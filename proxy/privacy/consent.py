@@ -13,6 +13,7 @@ from any signal wins over a grant from another.
 from __future__ import annotations
 
 import enum
+import functools
 import re
 import tomllib
 from collections.abc import Iterable, Mapping
@@ -50,9 +51,16 @@ class CookieSignal:
     def state(self, value: str | None) -> State:
         if value is None:
             return State.UNKNOWN
-        if self.granted.search(unquote(value)) is not None:
+        if _matches(self.granted, value):
             return State.GRANTED
         return State.DENIED  # the visitor chose, and not this purpose
+
+
+@functools.lru_cache(maxsize=1024)
+def _matches(pattern: re.Pattern[str], value: str) -> bool:
+    # A visitor sends the same consent cookie with every beacon: decoding and
+    # matching it once per distinct value keeps it off the hot path.
+    return pattern.search(unquote(value)) is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,12 +253,14 @@ def google_consent(raw_query: str) -> dict[Purpose, State]:
     return {Purpose.ANALYTICS: analytics, Purpose.ADS: combine(ad, user_data)}
 
 
+_COOKIE_PAIR: Final = re.compile(r"(?:^|;)\s*([^=;\s]+)\s*=([^;]*)")
+
+
 def cookie_pairs(values: Iterable[str]) -> dict[str, str]:
     """Cookie header values as a name -> value map; the first of a name wins."""
     out: dict[str, str] = {}
     for value in values:
-        for pair in value.split(";"):
-            name, sep, item = pair.strip().partition("=")
-            if sep and name and name not in out:
+        for name, item in _COOKIE_PAIR.findall(value):
+            if name not in out:
                 out[name] = item.strip().strip('"')
     return out

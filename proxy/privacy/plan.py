@@ -21,7 +21,7 @@ from yarl import URL
 
 from .. import headers as h
 from ..cookies import filter_cookie_header
-from ..rules.model import NameMatcher, Rule, RuleSet
+from ..rules.model import Rule, RuleSet
 from .address import visitor_address
 from .consent import ConsentConfig, State, combine, cookie_pairs, google_consent
 from .model import (
@@ -34,7 +34,7 @@ from .model import (
     Purpose,
     QueryScrub,
 )
-from .scrub import BodyEditor, NameTest, ParamEditor, either
+from .scrub import BodyEditor, ParamEditor
 from .setcookie import COOKIE_VALUE, apply_policy, expired_cookie, server_cookie
 
 SEC_GPC: Final = "Sec-GPC"
@@ -66,8 +66,10 @@ class PrivacyPlan:
         strip = policy.identifiers
         query = policy.query
         self._query = {
-            Action.PASS: _param_editor(query.drop or None, query),
-            Action.STRIP: _param_editor(either(query.drop or None, strip.query), query),
+            Action.PASS: _param_editor(query.drop.patterns, query),
+            Action.STRIP: _param_editor(
+                (*query.drop.patterns, *strip.query.patterns), query
+            ),
         }
         body = policy.body
         self._body: dict[Action, BodyEditor | None] = {
@@ -76,8 +78,8 @@ class PrivacyPlan:
         }
         if body is not None:
             dropped = (*body.drop, *strip.body)
-            self._body[Action.PASS] = BodyEditor(body, body.drop, _names(body.drop))
-            self._body[Action.STRIP] = BodyEditor(body, dropped, _names(dropped))
+            self._body[Action.PASS] = BodyEditor(body, body.drop)
+            self._body[Action.STRIP] = BodyEditor(body, dropped)
         self._ip = {
             Action.PASS: policy.ip,
             Action.STRIP: max(policy.ip, strip.ip, key=lambda i: i.severity),
@@ -405,15 +407,7 @@ def _default_answer(method: str) -> Answer:
     return Answer(204, None, b"")
 
 
-def _param_editor(drop: NameTest | None, scrub: QueryScrub) -> ParamEditor | None:
-    if drop is None and not scrub.replace and not scrub.urls:
+def _param_editor(drop: tuple[str, ...], scrub: QueryScrub) -> ParamEditor | None:
+    if not drop and not scrub.replace and not scrub.urls:
         return None
-    return ParamEditor(drop or _nothing, scrub.replace, scrub.urls)
-
-
-def _nothing(_: str) -> bool:
-    return False
-
-
-def _names(names: tuple[str, ...]) -> NameMatcher | None:
-    return NameMatcher.of(names) if names else None
+    return ParamEditor(drop, scrub.replace, scrub.urls)

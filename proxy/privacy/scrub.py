@@ -14,9 +14,9 @@ from collections.abc import Callable, Mapping
 from typing import Any, Final
 from urllib.parse import quote, quote_plus, unquote_plus
 
+from ..rules.model import NameMatcher
 from .model import BodyFormat, BodyScrub
 
-NameTest = Callable[[str], bool]
 REDACTED: Final = "(redacted)"
 
 # An e-mail address in a URL as a browser writes it: "@" itself, or escaped
@@ -31,17 +31,6 @@ _PHONE_NAME: Final = re.compile(
     r"phone|mobile|^tel$|^tel[_.-]|[_.-]tel$|^cell|fax|whatsapp|msisdn|^sms",
     re.IGNORECASE,
 )
-
-
-def _nothing(_: str) -> bool:
-    return False
-
-
-def either(a: NameTest | None, b: NameTest | None) -> NameTest | None:
-    """One name test from two optional ones (an empty matcher counts as none)."""
-    if a and b:
-        return lambda name: a(name) or b(name)
-    return a or b or None
 
 
 # --- URL redaction -------------------------------------------------------------
@@ -70,7 +59,8 @@ def looks_like_phone(name: str, value: str) -> bool:
 
 def redact_url(url: str) -> str:
     """The URL with e-mail addresses and phone-number query values redacted."""
-    url = _EMAIL.sub(REDACTED, url)
+    if "@" in url or "%40" in url or "%2540" in url:  # the pattern is costly
+        url = _EMAIL.sub(REDACTED, url)
     if "?" not in url and "#" not in url:
         return url
     base, sep, rest = url.partition("?")
@@ -96,36 +86,69 @@ def _redact_params(text: str) -> str:
 
 
 class ParamEditor:
-    """Drop, replace and redact parameters of a raw `a=1&b=2` string."""
+    """Drop, replace and redact parameters of a raw `a=1&b=2` string.
 
-    __slots__ = ("drop", "replace", "urls")
+    One precompiled pattern finds the pieces whose names the rule lists, in
+    any percent-encoding of those names, so a beacon with none of them is
+    scanned once in C and returned as it came; only matching pieces are
+    decoded and edited.
+    """
+
+    __slots__ = ("drop", "find", "replace", "urls")
 
     def __init__(
-        self, drop: NameTest, replace: Mapping[str, str], urls: frozenset[str]
+        self,
+        drop: tuple[str, ...],
+        replace: Mapping[str, str],
+        urls: frozenset[str],
     ) -> None:
-        self.drop = drop
+        self.drop = NameMatcher.of(drop)
         self.replace = {name: quote_plus(value) for name, value in replace.items()}
         self.urls = urls
+        names = [*drop, *replace, *urls]
+        alternatives = "|".join(_raw_name(name) for name in names) or "(?!)"
+        # Matched against "&" + query: the leading literal lets the regex
+        # engine jump from "&" to "&" instead of trying every position.
+        self.find = re.compile(rf"&({alternatives})(?:(=)([^&]*))?(?=&|$)")
 
     def edit(self, raw: str) -> str:
         if not raw:
             return raw
-        out = []
-        changed = False
-        for piece in raw.split("&"):
-            name, eq, value = piece.partition("=")
-            decoded = unquote_plus(name) if "%" in name or "+" in name else name
-            if self.drop(decoded):
-                changed = True
-                continue
-            if decoded in self.replace:
-                piece, changed = f"{name}={self.replace[decoded]}", True
-            elif eq and decoded in self.urls:
-                redacted = redact_url(unquote_plus(value))
-                if redacted != unquote_plus(value):
-                    piece, changed = f"{name}={quote(redacted, safe='')}", True
-            out.append(piece)
-        return "&".join(out) if changed else raw
+        edited = self.find.sub(self._piece, "&" + raw)[1:]
+        return raw if edited == raw else edited
+
+    def _piece(self, match: re.Match[str]) -> str:
+        name, eq, value = match.group(1, 2, 3)
+        decoded = unquote_plus(name)
+        if self.drop(decoded):
+            return ""
+        if decoded in self.replace:
+            return f"&{name}={self.replace[decoded]}"
+        if eq and decoded in self.urls:
+            plain = unquote_plus(value)
+            redacted = redact_url(plain)
+            if redacted != plain:
+                return f"&{name}={quote(redacted, safe='')}"
+        return match.group(0)
+
+
+def _raw_name(name: str) -> str:
+    """A pattern for a parameter name as it may appear in a raw query.
+
+    Each character may come as itself or percent-encoded (either hex case),
+    a space also as "+"; `*` stands for any run of name characters.
+    """
+    parts = []
+    for char in name:
+        if char == "*":
+            parts.append("[^&=]*")
+            continue
+        hexes = "".join(f"%{b:02X}" for b in char.encode())
+        alternatives = [re.escape(char), f"(?i:{hexes})"]
+        if char == " ":
+            alternatives.append(r"\+")
+        parts.append(f"(?:{'|'.join(alternatives)})")
+    return "".join(parts)
 
 
 # --- JSON bodies ---------------------------------------------------------------
@@ -235,16 +258,12 @@ class BodyEditor:
 
     __slots__ = ("_json", "_params", "content_types", "format")
 
-    def __init__(
-        self, scrub: BodyScrub, drop: tuple[str, ...], drop_test: NameTest | None
-    ) -> None:
+    def __init__(self, scrub: BodyScrub, drop: tuple[str, ...]) -> None:
         self.format = scrub.format
         self.content_types = scrub.content_types
         self._json = JsonEditor(drop, scrub.replace, scrub.urls)
         replace = {k: str(v) for k, v in scrub.replace.items()}
-        self._params = ParamEditor(
-            drop_test or _nothing, replace, frozenset(scrub.urls)
-        )
+        self._params = ParamEditor(drop, replace, frozenset(scrub.urls))
 
     def applies(self, content_type: str | None, content_encoding: str | None) -> bool:
         # A compressed body is opaque here; rewriting it would mean decoding

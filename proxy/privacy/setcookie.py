@@ -7,6 +7,7 @@ Everything the policy does not name is left as the vendor sent it.
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from email.utils import formatdate, parsedate_to_datetime
@@ -21,6 +22,16 @@ _FLAGS: Final = frozenset({"secure", "httponly"})
 
 def http_date(epoch: float) -> str:
     return formatdate(epoch, usegmt=True)
+
+
+@functools.lru_cache(maxsize=64)
+def _expires_at(second: int, max_age: int) -> str:
+    return http_date(second + max_age)
+
+
+def expires_in(max_age: int) -> str:
+    """The Expires date `max_age` seconds from now, formatted once a second."""
+    return _expires_at(int(time.time()), max_age)
 
 
 def _expires_epoch(value: str) -> float | None:
@@ -117,7 +128,7 @@ def server_cookie(
         parts.append(f"Domain={domain}")
     parts.append(f"Path={policy.path or '/'}")
     parts.append(f"Max-Age={max_age}")
-    parts.append(f"Expires={http_date(time.time() + max_age)}")
+    parts.append(f"Expires={expires_in(max_age)}")
     if secure:
         parts.append("Secure")
     if http_only:
