@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 
 import loop_bench
+import privacy_bench
 import relay_bench
 import rewrite_bench
 import rules_bench
@@ -35,6 +36,7 @@ def main() -> None:
         ("cached script", lambda s: [script_bench.bench(opts, s)]),
         ("relay", lambda s: relay_bench.bench(opts, s)),
         ("rule count", lambda s: rules_bench.bench(opts, s)),
+        ("privacy", lambda s: privacy_bench.bench(opts, s)),
         ("workers", lambda s: workers_bench.bench(opts, s)),
         ("event loops", lambda s: [loop_bench.bench(opts, s, [])]),
     )
