@@ -295,6 +295,8 @@ class Delivery:
 
     async def _maintain(self, now: float) -> None:
         self._next_maintenance = now + _MAINTAIN_EVERY
+        if await self.spool.adopt():
+            self._wake.set()
         for expired in await self.spool.purge_expired(now):
             log.warning(
                 "spool: %d %s beacons older than their max_age dropped",

@@ -23,7 +23,9 @@ import fcntl
 import json
 import logging
 import os
+import re
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -37,6 +39,7 @@ log = logging.getLogger(__name__)
 
 SCHEMA_VERSION: Final = 1
 SYNC_MODES: Final = ("normal", "full")
+_LOCK_PATIENCE: Final = 2.0  # seconds opening waits for a spool's lock
 _ROW_OVERHEAD: Final = 128  # bytes counted per beacon beyond its own fields
 
 _SCHEMA: Final = """
@@ -71,6 +74,10 @@ _COLUMNS: Final = (
 
 class SpoolFull(Exception):
     """The spool holds its maximum size; the beacon was not written."""
+
+
+class SpoolLocked(ConfigError):
+    """Another running process holds this spool file."""
 
 
 class SpoolError(Exception):
@@ -243,6 +250,31 @@ class Spool:
             self._forget(item.size, item.count)
         return expired
 
+    async def adopt(self) -> int:
+        """Take over the beacons of sibling spool files no process holds; how
+        many. Siblings are the operator's spool file and the workers' files
+        made from it (`beacons.db`, `beacons.0.db`, `beacons.1.db`, ...): a
+        run with fewer workers, or none, would otherwise leave some behind."""
+        loop = asyncio.get_running_loop()
+        moved = 0
+        for sibling in siblings(self.path):
+            if sibling == self.path:
+                continue
+            count, size = await loop.run_in_executor(
+                self._thread, _adopt, self._conn, sibling
+            )
+            if count:
+                log.warning(
+                    "spool %s: took over %d beacons from %s, which no process holds",
+                    self.path,
+                    count,
+                    sibling,
+                )
+            self.depth += count
+            self.bytes += size
+            moved += count
+        return moved
+
     async def oldest(self) -> float | None:
         """When the oldest beacon still waiting was accepted (Unix time)."""
         row = await self._submit(
@@ -290,10 +322,70 @@ class Spool:
 _DELETE: Final = "DELETE FROM beacons WHERE id = ?"
 
 
+_WORKER_FILE: Final = re.compile(r"(?P<stem>.+)\.\d+(?P<suffix>\.[^.]*)?")
+
+
+def siblings(path: Path) -> list[Path]:
+    """The spool files of one family that exist now (`path` among them)."""
+    match = _WORKER_FILE.fullmatch(path.name)
+    stem, suffix = path.stem, path.suffix
+    if match is not None:
+        stem, suffix = match["stem"], match["suffix"] or ""
+    found = []
+    for candidate in path.parent.glob(f"{stem}*{suffix}"):
+        middle = candidate.name[len(stem) : len(candidate.name) - len(suffix)]
+        if middle == "" or (middle.startswith(".") and middle[1:].isdigit()):
+            found.append(candidate)
+    return sorted(found)
+
+
+def _adopt(conn: sqlite3.Connection, sibling: Path) -> tuple[int, int]:
+    lock = _try_lock(sibling)
+    if lock is None:
+        return 0, 0  # a live process owns it
+    try:
+        conn.execute("ATTACH DATABASE ? AS orphan", (str(sibling),))
+        try:
+            return _move_rows(conn)
+        finally:
+            conn.execute("DETACH DATABASE orphan")
+    except sqlite3.Error as exc:
+        log.error("spool: cannot take over %s: %s", sibling, exc)
+        return 0, 0
+    finally:
+        lock.close()
+
+
+def _move_rows(conn: sqlite3.Connection) -> tuple[int, int]:
+    version = conn.execute("PRAGMA orphan.user_version").fetchone()[0]
+    tables = conn.execute(
+        "SELECT count(*) FROM orphan.sqlite_master WHERE name = 'beacons'"
+    ).fetchone()[0]
+    if version != SCHEMA_VERSION or not tables:
+        return 0, 0
+    # Atomic per file, not across the two (WAL): a crash between the insert
+    # and the delete leaves a beacon in both, to be sent twice, never lost.
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        count, size = conn.execute(
+            "SELECT count(*), coalesce(sum(size), 0) FROM orphan.beacons"
+        ).fetchone()
+        conn.execute(
+            f"INSERT INTO main.beacons ({_COLUMNS}, attempts) "
+            f"SELECT {_COLUMNS}, attempts FROM orphan.beacons"
+        )
+        conn.execute("DELETE FROM orphan.beacons")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return int(count), int(size)
+
+
 def _open_file(
     path: Path, sync: str
 ) -> tuple[sqlite3.Connection, IO[str], int, int, int]:
-    lock = _lock(path)
+    lock = _lock_patiently(path)
     try:
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -337,7 +429,7 @@ def _lock(path: Path) -> IO[str]:
         lock.seek(0)
         owner = lock.read().strip() or "unknown"
         lock.close()
-        raise ConfigError(
+        raise SpoolLocked(
             f"--spool {path}: in use by another tagproxy process (pid {owner}); "
             "give each process its own spool file"
         ) from exc
@@ -346,6 +438,26 @@ def _lock(path: Path) -> IO[str]:
     lock.write(f"{os.getpid()}\n")
     lock.flush()
     return lock
+
+
+def _lock_patiently(path: Path) -> IO[str]:
+    """The lock, waiting a moment for it: a sibling process may be holding it
+    for the few milliseconds it takes to check the file for orphans."""
+    deadline = time.monotonic() + _LOCK_PATIENCE
+    while True:
+        try:
+            return _lock(path)
+        except SpoolLocked:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def _try_lock(path: Path) -> IO[str] | None:
+    try:
+        return _lock(path)
+    except SpoolLocked:
+        return None
 
 
 def _close_file(conn: sqlite3.Connection) -> None:

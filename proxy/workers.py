@@ -152,7 +152,7 @@ def _warn_orphan_spools(settings: Settings) -> None:
         if slot.isdigit() and int(slot) >= settings.workers:
             log.warning(
                 "spool %s belongs to worker %s, which this run does not start: "
-                "its beacons wait until a run with more workers sends them",
+                "a running worker takes over its beacons",
                 path,
                 slot,
             )

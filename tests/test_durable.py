@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import signal
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -25,6 +26,7 @@ from proxy.server import Proxy
 from proxy.spool import Beacon, Spool
 
 from . import tally
+from .chaos_support import ChaosVendor, Load, ServeProcess, free_port, until_delivered
 from .durable_support import DURABLE_RULES, HOST, DurableProxy, eventually
 from .fakes import FakeVendor, Received, Reply
 
@@ -375,3 +377,78 @@ def test_spool_flags_are_validated() -> None:
         build_durability(dns_servers=["dns.example"])
     durability = build_durability(dns_servers=["127.0.0.1:5353", "::1", "[::1]:53"])
     assert durability.dns_servers == ("127.0.0.1:5353", "[::1]:53", "[::1]:53")
+
+
+# --- several processes -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("ours", "left"),
+    [
+        ("s.db", "s.1.db"),  # a worker slot this run does not start
+        ("s.0.db", "s.db"),  # the single process's file, now run with workers
+        ("s.1.db", "s.0.db"),  # another worker's, while it is not running
+    ],
+)
+async def test_beacons_left_in_a_file_nobody_holds_are_taken_over(
+    vendor: FakeVendor, tmp_path: Path, ours: str, left: str
+) -> None:
+    gone = await Spool.open(tmp_path / left, 1 << 20)
+    for n in range(5):
+        await gone.put(_beacon(n))
+    await gone.close()
+
+    running = await DurableProxy(vendor.url, tmp_path / ours).start()
+    try:
+        await eventually(lambda: running.stats.delivered == 5, what="take-over")
+        assert sorted(r.body for r in beacons(vendor)) == [b"%d" % n for n in range(5)]
+        assert running.depth == 0
+    finally:
+        await running.stop()
+
+
+async def test_a_file_another_process_holds_is_left_alone(tmp_path: Path) -> None:
+    held = await Spool.open(tmp_path / "s.1.db", 1 << 20)
+    await held.put(_beacon(1))
+    ours = await Spool.open(tmp_path / "s.db", 1 << 20)
+    try:
+        assert await ours.adopt() == 0
+        assert (ours.depth, held.depth) == (0, 1)
+    finally:
+        await ours.close()
+        await held.close()
+
+
+async def test_workers_spool_apart_and_a_later_run_sends_all(tmp_path: Path) -> None:
+    vendor = ChaosVendor(fail_ratio=1.0)  # nothing leaves while the workers run
+    await vendor.up()
+    spool, log = tmp_path / "spool.db", tmp_path / "tagproxy.log"
+    workers = ServeProcess(free_port(), vendor.url, spool, log, "--workers", "2")
+    await workers.start()
+    try:
+        load = Load(workers.url, clients=8, tag="workers")
+        load.start(1.0)
+        await asyncio.sleep(1.0)
+        report = await load.finish()
+        workers.signal(signal.SIGTERM)
+        assert await workers.wait(30) == 0, workers.tail()
+        files = await asyncio.to_thread(
+            lambda: sorted(p.name for p in tmp_path.glob("spool.*.db"))
+        )
+        assert files == ["spool.0.db", "spool.1.db"]
+
+        # One process now, on the operator's file: it takes both over.
+        vendor.healthy()
+        single = ServeProcess(free_port(), vendor.url, spool, log)
+        await single.start()
+        try:
+            missing = await until_delivered(vendor, report.accepted, 20)
+        finally:
+            single.signal(signal.SIGTERM)
+            await single.wait(20)
+    finally:
+        await workers.stop()
+        await vendor.down()
+    assert report.accepted
+    assert report.failed == 0
+    assert not missing
