@@ -4,6 +4,7 @@
     GET  /healthz   200 while the process runs (liveness)
     GET  /readyz    200 when rules are loaded and the upstream pool is usable,
                     503 otherwise or while shutting down (readiness)
+    GET  /config    the rules and sites serving: vendors, mounts, files, hosts
     POST /reload    re-read rules and sites; 200 with what changed, or 422
                     with the error while the old set keeps serving
 
@@ -35,19 +36,24 @@ class Control(Protocol):
 
     async def reload(self, why: str) -> tuple[bool, dict[str, object]]: ...
 
+    def serving(self) -> dict[str, object]: ...
+
 
 def build_admin_app(control: Control) -> web.Application:
     app = web.Application()
     app.router.add_get("/metrics", make_aiohttp_handler(control.registry))
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz(control))
+    app.router.add_get("/config", _config(control))
     app.router.add_post("/reload", _reload(control))
     app.router.add_get("/", _index)
     return app
 
 
 async def _index(_: web.Request) -> web.Response:
-    return web.Response(text="tagproxy admin: /metrics /healthz /readyz /reload\n")
+    return web.Response(
+        text="tagproxy admin: /metrics /healthz /readyz /config /reload\n"
+    )
 
 
 async def _healthz(_: web.Request) -> web.Response:
@@ -60,6 +66,13 @@ def _readyz(control: Control) -> Handler:
         return _json(200 if ready else 503, {"ready": ready, **detail})
 
     return readyz
+
+
+def _config(control: Control) -> Handler:
+    async def config(_: web.Request) -> web.Response:
+        return _json(200, control.serving())
+
+    return config
 
 
 def _reload(control: Control) -> Handler:

@@ -35,6 +35,38 @@ def load_config(settings: Settings) -> Loaded:
     return Loaded(rules, sites)
 
 
+def describe(rules: RuleSet, sites: Sites | None) -> dict[str, object]:
+    """What is serving, for the admin API: no secrets, no visitor data."""
+    out: dict[str, object] = {
+        "rules": [
+            {
+                "vendor": rule.vendor,
+                "mount": rule.mount,
+                "file": str(rule.source),
+                "hosts": [host.host for host in rule.hosts],
+                "scripts": len(rule.scripts),
+                "relays": len(rule.relays),
+            }
+            for rule in rules.rules
+        ]
+    }
+    if sites is not None:
+        out["sites_file"] = str(sites.source)
+        out["default_site"] = sites.default.name if sites.default else None
+        out["sites"] = [
+            {
+                "name": site.name,
+                "hosts": list(site.hosts),
+                "public_url": str(site.site.public_url or "") or None,
+                "cookie_domain": site.site.cookie_domain,
+                "vendors": sorted(site.vendors) if site.vendors is not None else None,
+                "tag_ids": {v: sorted(ids) for v, ids in site.tag_ids.items()},
+            }
+            for site in sites.sites
+        ]
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class Changes:
     """What a new configuration changes, by vendor and by site name."""

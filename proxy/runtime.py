@@ -23,7 +23,7 @@ from .background import spawn
 from .config import Settings, address_text
 from .drain import LINGER, drain, listen
 from .limits import LimitedSite
-from .reload import Loaded, Reloader
+from .reload import Loaded, Reloader, describe
 from .server import Proxy, build_app
 
 log = logging.getLogger("tagproxy")
@@ -60,6 +60,10 @@ class ProcessControl:
     async def reload(self, why: str) -> tuple[bool, dict[str, object]]:
         report = await self.reloader.reload(why)
         return report.ok, report.as_dict()
+
+    def serving(self) -> dict[str, object]:
+        generation = self.proxy.generation
+        return describe(generation.rules, generation.sites)
 
 
 def new_loop() -> asyncio.AbstractEventLoop:

@@ -43,7 +43,7 @@ from .background import spawn
 from .config import Settings
 from .errors import ConfigError
 from .logs import setup_logging
-from .reload import Loaded, compare, load_config
+from .reload import Loaded, compare, describe, load_config
 from .runtime import ProcessControl, new_loop, serve, start_admin
 
 log = logging.getLogger("tagproxy.workers")
@@ -270,6 +270,10 @@ class Supervisor:
     async def reload(self, why: str) -> tuple[bool, dict[str, object]]:
         async with self._reload_lock:
             return await self._reload(why)
+
+    def serving(self) -> dict[str, object]:
+        """The configuration the workers last loaded (and new ones start with)."""
+        return describe(self.loaded.rules, self.loaded.sites)
 
     # Running.
 

@@ -203,6 +203,12 @@ async def test_good_reload_adds_a_route(
     status, report = await admin.reload()
     assert (status, report["result"]) == (200, "unchanged")
 
+    async with admin.client.get(f"{admin.url}/config") as response:
+        serving = await response.json()
+    assert [r["vendor"] for r in serving["rules"]] == ["plausible", "umami"]
+    assert serving["rules"][1]["mount"] == "/um"
+    assert serving["rules"][1]["file"] == str(rules_dir / "umami.toml")
+
 
 async def test_changed_and_removed_rules_are_reported(
     vendor: FakeVendor,

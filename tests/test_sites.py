@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from proxy.cli import main
+from proxy.reload import describe
 from proxy.rules import load_rules
 from proxy.rules.loader import RuleError
 from proxy.sites import load_sites
@@ -243,3 +244,19 @@ def test_check_command_validates_a_sites_file(
     assert main(["check", str(BUNDLED_RULES), "--sites", str(good)]) == 1
     err = capsys.readouterr().err
     assert "sites[1].vendors = 'nope': no loaded rule has it" in err
+
+
+def test_admin_config_describes_the_sites(tmp_path: Path) -> None:
+    rules = load_rules([BUNDLED_RULES])
+    serving = describe(rules, load_sites(write(tmp_path, SITES), rules))
+    assert serving["default_site"] == "shop"
+    sites = serving["sites"]
+    assert isinstance(sites, list)
+    assert sites[1] == {
+        "name": "blog",
+        "hosts": ["stats.blog.example:8443"],
+        "public_url": "https://stats.blog.example/t",
+        "cookie_domain": "blog.example",
+        "vendors": ["plausible"],
+        "tag_ids": {"plausible": ["blog.example"]},
+    }
