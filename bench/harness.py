@@ -442,8 +442,11 @@ def rounds(
     for server, load in setups:
         warm(server, load, connections, opts, scratch)
     series = [Series(server.name) for server, _ in setups]
-    for _ in range(opts.rounds):
-        for (server, load), into in zip(setups, series, strict=True):
+    order = list(zip(setups, series, strict=True))
+    for n in range(opts.rounds):
+        # Every other round runs backwards, so a machine getting busier or
+        # quieter during a round does not always favour the same setup.
+        for (server, load), into in order if n % 2 == 0 else reversed(order):
             into.runs.append(
                 wrk(server, load, connections, opts.duration, scratch, opts.threads)
             )

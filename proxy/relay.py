@@ -52,6 +52,8 @@ async def read_body(request: web.Request, limit: int) -> bytes:
     contacted, so an oversized chunked upload is refused without a byte sent
     upstream and a failed attempt can be retried with the same bytes.
     """
+    if not request.body_exists:
+        return b""  # pixels and GET beacons: no body stream to iterate
     declared = request.content_length
     if declared is not None and declared > limit:
         raise PayloadTooLarge(f"request body over this route's limit of {limit} bytes")
