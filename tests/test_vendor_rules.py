@@ -171,6 +171,65 @@ BEACONS = [
         "api-sr.eu.amplitude.com",
         "/sessions/v2/track?device_id=d&seq_number=1",
     ),
+    # Segment: analytics-next's batching delivery.
+    (
+        "POST",
+        "/sg/api/v1/b",
+        "text/plain",
+        b'{"batch":[{"type":"track","event":"x","anonymousId":"a"}],"writeKey":"k"}',
+        "api.segment.io",
+        "/v1/b",
+    ),
+    # PostHog EU: gzip events, feature flags, session replay.
+    (
+        "POST",
+        "/ph/eu/i/v0/e/?ip=0&_=1700000000000&ver=1.200.0&compression=gzip-js",
+        "text/plain",
+        GZIP,
+        "eu.i.posthog.com",
+        "/i/v0/e/?ip=0&_=1700000000000&ver=1.200.0&compression=gzip-js",
+    ),
+    (
+        "POST",
+        "/ph/eu/flags/?v=2",
+        "application/json",
+        b'{"token":"phc_x","distinct_id":"d"}',
+        "eu.i.posthog.com",
+        "/flags/?v=2",
+    ),
+    (
+        "POST",
+        "/ph/eu/s/?compression=gzip-js",
+        "text/plain",
+        GZIP,
+        "eu.i.posthog.com",
+        "/s/?compression=gzip-js",
+    ),
+    # Hotjar: visit data, page content (gzip), metrics.
+    (
+        "POST",
+        "/hj/in/api/v2/client/sites/123/visit-data?sv=6",
+        "text/plain; charset=UTF-8",
+        b'{"user_id":"u","url":"https://www.shop.example/"}',
+        "in.hotjar.com",
+        "/api/v2/client/sites/123/visit-data?sv=6",
+    ),
+    (
+        "POST",
+        "/hj/content/?site_id=123&gzip=1",
+        "text/plain; charset=UTF-8",
+        GZIP,
+        "content.hotjar.io",
+        "/?site_id=123&gzip=1",
+    ),
+    (
+        "POST",
+        "/hj/metrics/",
+        "text/plain",
+        b'{"metrics":[{"name":"x","value":1}]}',
+        "metrics.hotjar.io",
+        "/",
+    ),
     # Matomo (the field cases' host) and Umami.
     (
         "POST",
