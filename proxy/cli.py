@@ -343,6 +343,13 @@ def _durability_flags(parser: argparse.ArgumentParser, env: dict[str, Any]) -> N
         help="on SIGTERM, how long requests in flight may take to finish (default 10s)",
     )
     parser.add_argument(
+        "--delivery-concurrency",
+        default=env["delivery_concurrency"],
+        metavar="N",
+        help="spooled beacons sent at once (default 32); also the most that "
+        "can be sent twice after a crash",
+    )
+    parser.add_argument(
         "--dns-server",
         action="append",
         default=None,
@@ -427,6 +434,7 @@ def _serve(args: argparse.Namespace) -> int:
             spool_sync=args.spool_sync,
             shutdown_grace=args.shutdown_grace,
             dns_servers=args.dns_server or env["dns_server"],
+            delivery_concurrency=args.delivery_concurrency,
         ),
         geo_country_header=args.geo_country_header,
         geo_region_header=args.geo_region_header,

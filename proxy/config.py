@@ -30,6 +30,7 @@ MAX_WORKERS: Final = 256
 MIN_TRACE_SECRET: Final = 16
 DEFAULT_SPOOL_MAX: Final = 256 * 1024 * 1024
 DEFAULT_GRACE: Final = 10.0
+DEFAULT_DELIVERY_CONCURRENCY: Final = 32
 
 
 def env_name(flag: str) -> str:
@@ -58,6 +59,7 @@ class Durability:
     spool_sync: str = "normal"
     shutdown_grace: float = DEFAULT_GRACE
     dns_servers: tuple[str, ...] = ()
+    delivery_concurrency: int = DEFAULT_DELIVERY_CONCURRENCY
 
 
 def build_durability(
@@ -67,6 +69,7 @@ def build_durability(
     spool_sync: str | None = None,
     shutdown_grace: str | None = None,
     dns_servers: Sequence[str] = (),
+    delivery_concurrency: str | int | None = None,
 ) -> Durability:
     def fail(flag: str, raw: object) -> Callable[[str], ConfigError]:
         return lambda why: ConfigError(f"{flag} {raw!r}: {why}")
@@ -80,12 +83,21 @@ def build_durability(
     grace = DEFAULT_GRACE
     if shutdown_grace:
         grace = parse_duration(shutdown_grace, fail("--shutdown-grace", shutdown_grace))
+    concurrency = DEFAULT_DELIVERY_CONCURRENCY
+    if delivery_concurrency is not None and delivery_concurrency != "":
+        raw = str(delivery_concurrency)
+        if not raw.isdigit() or not 1 <= int(raw) <= 4096:
+            raise ConfigError(
+                f"--delivery-concurrency {raw!r}: expected a whole number, 1 to 4096"
+            )
+        concurrency = int(raw)
     return Durability(
         spool=Path(spool) if spool else None,
         spool_max_size=max_size,
         spool_sync=sync,
         shutdown_grace=grace,
         dns_servers=tuple(parse_dns_server(d) for d in dns_servers),
+        delivery_concurrency=concurrency,
     )
 
 
@@ -258,4 +270,5 @@ def env_defaults(environ: Mapping[str, str] | None = None) -> dict[str, object]:
         "spool_sync": env.get(env_name("spool-sync")),
         "shutdown_grace": env.get(env_name("shutdown-grace")),
         "dns_server": env_list(env.get(env_name("dns-server"))),
+        "delivery_concurrency": env.get(env_name("delivery-concurrency")),
     }

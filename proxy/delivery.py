@@ -11,8 +11,8 @@ than the route's `max_age`.
 Delivery is at least once. A beacon leaves the spool only after the vendor
 answered it; if tagproxy dies between the vendor's answer and that delete,
 the beacon is sent again after the restart. Such duplicates are bounded by
-the number of attempts in flight at the moment of the crash (CONCURRENCY),
-and a restart sends only those again, not the whole spool.
+the attempts in flight at the moment of the crash (`--delivery-concurrency`,
+32 by default), and a restart sends only those again, not the whole spool.
 
 When the spool is full (or cannot be written), a durable route falls back to
 the live relay for that request: the visitor gets the vendor's own answer or
@@ -47,7 +47,7 @@ from .upstream import Upstream
 
 log = logging.getLogger(__name__)
 
-CONCURRENCY: Final = 32  # delivery attempts in flight, and so the duplicate bound
+CONCURRENCY: Final = 32  # attempts in flight by default: also the duplicate bound
 _CLAIM_BUDGET: Final = 32 * 1024 * 1024  # bodies held in memory at once
 _MAINTAIN_EVERY: Final = 5.0  # seconds between expiry sweeps and gauge updates
 _IDLE_WAKE: Final = 1.0  # longest sleep, so clock steps cannot stall delivery
@@ -103,6 +103,8 @@ def backoff(attempt: int, initial: float, most: float, rng: random.Random) -> fl
 
 
 def retry_after(response: aiohttp.ClientResponse) -> float | None:
+    """A Retry-After in seconds (the HTTP-date form is not used by beacon
+    endpoints we know, and is ignored)."""
     value = response.headers.get(h.RETRY_AFTER, "").strip()
     return float(value) if value.isdigit() else None
 
@@ -343,6 +345,8 @@ class Delivery:
             return True
 
         result, wait = await self._attempt(beacon)
+        if wait is not None:
+            wait = min(wait, beacon.retry_max)  # the vendor's wish, within ours
         if result is Result.RETRY:
             self._host_failed(beacon, started, wait)
             due = time.time() + max(

@@ -184,7 +184,12 @@ class Proxy:
         spool = await Spool.open(
             durability.spool, durability.spool_max_size, durability.spool_sync
         )
-        self.delivery = Delivery(spool, self.upstream, self._rules)
+        self.delivery = Delivery(
+            spool,
+            self.upstream,
+            self._rules,
+            concurrency=durability.delivery_concurrency,
+        )
         self.delivery.start()
         generation = self.generation
         self.generation = self._generation(generation.rules, generation.sites)

@@ -373,6 +373,9 @@ def test_spool_flags_are_validated() -> None:
         build_durability(spool_max_size="lots")
     with pytest.raises(ConfigError, match="--shutdown-grace"):
         build_durability(shutdown_grace="-1s")
+    with pytest.raises(ConfigError, match="--delivery-concurrency"):
+        build_durability(delivery_concurrency="0")
+    assert build_durability(delivery_concurrency="100").delivery_concurrency == 100
     with pytest.raises(ConfigError, match="--dns-server"):
         build_durability(dns_servers=["dns.example"])
     durability = build_durability(dns_servers=["127.0.0.1:5353", "::1", "[::1]:53"])
