@@ -33,7 +33,9 @@ SNIPPET = """<script>
     t.head.appendChild(p);
     e._i.push([token, config, "posthog"]);
   }};
-  e.capture = function () {{ e._q.push(["capture"].concat([].slice.call(arguments))); }};
+  e.capture = function () {{
+    e._q.push(["capture"].concat([].slice.call(arguments)));
+  }};
   e.__SV = 1;
 }}(document, window.posthog || []);
 posthog.init("{token}", {{api_host: "{api_host}"}});
@@ -123,7 +125,9 @@ async def test_posthog_events_flags_and_recording(
     assert signup["plan"] == "pro"
 
     snapshot = await run.beacon(region.api, "/s/")
-    [recording] = gzip_json(snapshot.body)  # type: ignore[misc]
+    recordings = gzip_json(snapshot.body)
+    assert isinstance(recordings, list)
+    [recording] = recordings
     assert recording["event"] == "$snapshot"
     assert recording["properties"]["$session_id"] == "ses-earlier"
     assert recording["properties"]["$snapshot_data"][0]["data"]["title"] == "shop"
