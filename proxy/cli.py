@@ -616,17 +616,40 @@ def _route_detail(route: ScriptRoute | RelayRoute) -> str:
     return f"methods={methods} max_body={route.max_body}"
 
 
+def _vendor_url(raw: str) -> URL | None:
+    """A script src as pages write it: absolute, or protocol-relative (https)."""
+    text = raw.strip()
+    if text.startswith("//"):
+        text = "https:" + text
+    try:
+        url = URL(text)
+    except ValueError:
+        url = None
+    if url is None or url.scheme not in ("http", "https") or not url.host:
+        print(
+            f"tagproxy: {raw!r} must be an absolute URL, "
+            "e.g. https://plausible.io/js/script.js",
+            file=sys.stderr,
+        )
+        return None
+    return url
+
+
+def _not_served(url: URL) -> int:
+    where = url.host if url.is_default_port() else f"{url.host}:{url.port}"
+    print(f"tagproxy: no loaded rule serves {where}", file=sys.stderr)
+    return 1
+
+
 def _url(args: argparse.Namespace) -> int:
     rules = load_rules(_rule_paths(args), _variables(args))
     public_url = parse_public_url(args.public_url)
-    vendor_url = URL(args.vendor_url.strip())
-    first_party = Router(rules).first_party_url(public_url, vendor_url)
-    if first_party is None or vendor_url.scheme not in ("http", "https"):
-        print(
-            f"tagproxy: no loaded rule serves {vendor_url.host or args.vendor_url}",
-            file=sys.stderr,
-        )
+    vendor_url = _vendor_url(args.vendor_url)
+    if vendor_url is None:
         return 1
+    first_party = Router(rules).first_party_url(public_url, vendor_url)
+    if first_party is None or not vendor_url.is_default_port():
+        return _not_served(vendor_url)
     try:
         Router(rules).match(first_party[len(str(public_url).rstrip("/")) :])
     except Exception:
@@ -642,14 +665,20 @@ def _url(args: argparse.Namespace) -> int:
 def _rewrite(args: argparse.Namespace) -> int:
     rules = load_rules(_rule_paths(args), _variables(args))
     public_url = parse_public_url(args.public_url)
-    vendor_url = URL(args.from_url)
+    vendor_url = _vendor_url(args.from_url)
+    if vendor_url is None:
+        return 1
     owner = rules.owner_of(vendor_url.host or "")
     if owner is None:
-        print(f"tagproxy: no loaded rule serves {vendor_url.host}", file=sys.stderr)
+        return _not_served(vendor_url)
+    try:
+        body = args.file.read_bytes()
+    except OSError as exc:
+        print(f"tagproxy: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
         return 1
     kind = BodyKind(args.kind) if args.kind else _kind_of(args.file)
     rewriter = build_rewriter(rules, public_url, owner[0])
-    result = rewriter.rewrite(args.file.read_bytes(), kind)
+    result = rewriter.rewrite(body, kind)
     sys.stdout.buffer.write(result.body)
     sys.stdout.flush()
     for what, count in sorted(result.replacements.items()):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -153,6 +154,20 @@ def address_text(address: tuple[str, int]) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+_DOMAIN: Final = re.compile(r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9-]+")
+
+
+def parse_cookie_domain(raw: str) -> str:
+    """`shop.example` (a leading dot is allowed and dropped): a bare domain."""
+    domain = raw.strip().lstrip(".").lower()
+    if _DOMAIN.fullmatch(domain) is None:
+        raise ConfigError(
+            f"--cookie-domain {raw!r}: expected a bare domain such as "
+            "shop.example (no scheme, port or path)"
+        )
+    return domain
+
+
 def build_settings(
     *,
     rules: Sequence[str],
@@ -181,7 +196,7 @@ def build_settings(
 ) -> Settings:
     """Validate raw option values into Settings, naming the option on error."""
     public = parse_public_url(public_url) if public_url else None
-    domain = cookie_domain.strip().lstrip(".").lower() if cookie_domain else None
+    domain = parse_cookie_domain(cookie_domain) if cookie_domain else None
     for origin in allowed_origins:
         if not is_origin_pattern(origin):
             raise ConfigError(

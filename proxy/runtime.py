@@ -22,6 +22,7 @@ from .admin import build_admin_app
 from .background import spawn
 from .config import Settings, address_text
 from .drain import LINGER, drain, listen
+from .errors import ConfigError
 from .limits import LimitedSite
 from .reload import Loaded, Reloader, describe
 from .server import Proxy, build_app
@@ -101,7 +102,11 @@ async def serve(
     await runner.setup()
     host, port = settings.listen
     # Workers share the port: the kernel spreads new connections over them.
-    listener = listen(host, port, backlog=BACKLOG, reuse_port=worker)
+    try:
+        listener = listen(host, port, backlog=BACKLOG, reuse_port=worker)
+    except OSError as exc:
+        await runner.cleanup()
+        raise cannot_listen("--listen", settings.listen, exc) from exc
     site = LimitedSite(
         runner,
         host,
@@ -137,12 +142,31 @@ async def serve(
 async def start_admin(app: web.Application, listen: tuple[str, int]) -> web.AppRunner:
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=2)
     await runner.setup()
-    await web.TCPSite(runner, *listen).start()
+    await listen_or_explain(
+        web.TCPSite(runner, *listen), runner, "--admin-listen", listen
+    )
     for address in runner.addresses:
         log.info(
             "admin (metrics, health, reload) on http://%s", address_text(address[:2])
         )
     return runner
+
+
+async def listen_or_explain(
+    site: web.TCPSite, runner: web.AppRunner, flag: str, listen: tuple[str, int]
+) -> None:
+    """Start listening, or fail naming the flag (port in use, address not ours)."""
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise cannot_listen(flag, listen, exc) from exc
+
+
+def cannot_listen(flag: str, listen: tuple[str, int], exc: OSError) -> ConfigError:
+    """Port in use, an address not ours: said with the flag that chose it."""
+    why = exc.strerror or str(exc)
+    return ConfigError(f"{flag} {address_text(listen)}: cannot listen there: {why}")
 
 
 def _handle_signals(control: ProcessControl, stop: asyncio.Event, worker: bool) -> None:

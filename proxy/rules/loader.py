@@ -8,6 +8,7 @@ and hosts claimed by two rules.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
@@ -57,6 +58,20 @@ SIZE: Final = re.compile(r"(\d+)\s*(B|KB|KiB|MB|MiB|GB|GiB)?")
 DEFAULT_STALE_IF_ERROR: Final = 86400.0
 RESERVED_MOUNTS: Final = frozenset({"/_tagproxy"})
 PROJECT_ID: Final = re.compile(r"[0-9]{1,20}")
+CONTROL: Final = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+# Headers that frame, route or authenticate the request: a visitor address
+# written into one would break the request or pose as a credential.
+NOT_FOR_ADDRESSES: Final = policy.HOP_BY_HOP | frozenset(
+    {
+        "authorization",
+        "proxy-authorization",
+        "cookie",
+        "host",
+        "content-length",
+        "content-type",
+        "content-encoding",
+    }
+)
 
 _DURATION_UNITS: Final = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _SIZE_UNITS: Final = {
@@ -70,12 +85,18 @@ _SIZE_UNITS: Final = {
 }
 
 
+FILE_KEY: Final = "(file)"  # the key of problems with a file as a whole
+
+
 class RuleError(ConfigError):
     """A rule file that cannot be used, with where and why."""
 
     def __init__(self, source: Path, key: str, value: object, reason: str) -> None:
         self.source, self.key, self.value, self.reason = source, key, value, reason
-        super().__init__(f"{source}: {key} = {value!r}: {reason}")
+        if key == FILE_KEY:
+            super().__init__(f"{source}: {reason}")
+        else:
+            super().__init__(f"{source}: {key} = {value!r}: {reason}")
 
 
 class Table:
@@ -167,6 +188,8 @@ def parse_duration(raw: object, fail: Callable[[str], Exception]) -> float:
         if match is None:
             raise fail('must be a duration such as 10, "250ms", "10s", "5m" or "6h"')
         seconds = float(match[1]) * _DURATION_UNITS[match[2] or "s"]
+    if not math.isfinite(seconds):
+        raise fail("must be a finite duration")
     if seconds < 0:
         raise fail("must not be negative")
     return seconds
@@ -192,11 +215,12 @@ def _raise(exc: Exception) -> int:
 def load_rule(source: Path, variables: RuleVariables | None = None) -> Rule:
     """Parse and validate one rule file, its `${variables}` filled in first."""
     try:
-        data = tomllib.loads(source.read_text(encoding="utf-8"))
+        # utf-8-sig: editors on Windows start UTF-8 files with a byte-order mark.
+        data = tomllib.loads(source.read_text(encoding="utf-8-sig"))
     except tomllib.TOMLDecodeError as exc:
-        raise RuleError(source, "(file)", None, f"not valid TOML: {exc}") from exc
+        raise RuleError(source, FILE_KEY, None, f"not valid TOML: {exc}") from exc
     except (OSError, UnicodeDecodeError) as exc:
-        raise RuleError(source, "(file)", None, f"cannot be read: {exc}") from exc
+        raise RuleError(source, FILE_KEY, None, f"cannot be read: {exc}") from exc
     try:
         data, declared = substitute(source, data, variables or RuleVariables())
     except VariableError as exc:
@@ -430,6 +454,8 @@ def _relay(table: Table, hosts: tuple[UpstreamHost, ...]) -> RelayRoute:
     if websocket is not None:
         return _websocket_relay(table, host, paths, websocket)
     methods = frozenset(m.upper() for m in table.strings("methods", ("GET", "POST")))
+    if not methods:
+        raise table.fail("methods", [], 'must list at least one method, e.g. ["POST"]')
     unknown = methods - policy.RELAY_METHODS
     if unknown:
         allowed = ", ".join(sorted(policy.RELAY_METHODS))
@@ -601,6 +627,21 @@ def _header_names(table: Table, key: str) -> tuple[str, ...]:
     return names
 
 
+def _header_map(table: Table, key: str) -> dict[str, str]:
+    """Header names and values a rule sets: each must make one valid line."""
+    headers = table.string_map(key)
+    for name, value in headers.items():
+        if HEADER_NAME.fullmatch(name) is None:
+            raise table.fail(f"{key}.{name}", value, "not a valid header name")
+        if CONTROL.search(value):
+            raise table.fail(
+                f"{key}.{name}",
+                value,
+                "holds a control character (CR, LF, ...); a header value is one line",
+            )
+    return headers
+
+
 def _request(table: Table) -> RequestPolicy:
     extra = _header_names(table, "headers")
     dropped = set(_header_names(table, "drop_headers"))
@@ -609,7 +650,7 @@ def _request(table: Table) -> RequestPolicy:
         if why:
             raise table.fail("headers", name, why)
     allowed = [n for n in (*policy.DEFAULT_REQUEST_HEADERS, *extra) if n not in dropped]
-    set_headers = table.string_map("set_headers")
+    set_headers = _header_map(table, "set_headers")
     for name in set_headers:
         why = policy.never_forwarded(name.lower())
         if why:
@@ -644,6 +685,13 @@ def _cookie_names(table: Table, key: str, default: Iterable[str] = ()) -> NameMa
     for name in names:
         if COOKIE_PATTERN.fullmatch(name) is None:
             raise table.fail(key, name, "not a cookie name (wildcard: *)")
+        if not name.strip("*"):
+            raise table.fail(
+                key,
+                name,
+                "names every cookie, the site's own sessions included; "
+                'list the vendor\'s cookies, e.g. "_ga" or "_ga_*"',
+            )
     return NameMatcher.of(names)
 
 
@@ -662,6 +710,8 @@ def _client_ip(table: Table) -> tuple[IpPassing, ...]:
             raise table.fail("client_ip", item, f"ways are: {allowed}") from None
         if not isinstance(name, str) or not name:
             raise table.fail("client_ip", item, "needs a non-empty name")
+        if via is IpVia.HEADER:
+            _address_header(table, item, name)
         if via is IpVia.JSON_BODY and not all(name.split(".")):
             raise table.fail(
                 "client_ip", item, 'a dotted member path like "payload.ip"'
@@ -670,10 +720,22 @@ def _client_ip(table: Table) -> tuple[IpPassing, ...]:
     return tuple(out)
 
 
+def _address_header(table: Table, item: object, name: str) -> None:
+    if HEADER_NAME.fullmatch(name) is None:
+        raise table.fail("client_ip", item, "not a valid header name")
+    if name.lower() in NOT_FOR_ADDRESSES:
+        raise table.fail(
+            "client_ip",
+            item,
+            f"{name} cannot carry the visitor's address; use a header such as "
+            "X-Forwarded-For or X-Real-IP",
+        )
+
+
 def _response(table: Table, request: RequestPolicy) -> ResponsePolicy:
     result = ResponsePolicy(
         drop_headers=frozenset(_header_names(table, "drop_headers")),
-        set_headers=tuple(table.string_map("set_headers").items()),
+        set_headers=tuple(_header_map(table, "set_headers").items()),
         cookies=_cookie_names(table, "cookies", request.cookies.patterns),
     )
     table.done()
@@ -692,7 +754,12 @@ def rule_files(paths: Iterable[Path]) -> list[Path]:
         elif path.exists():
             files.append(path)
         else:
-            raise RuleError(path, "(file)", None, "does not exist")
+            raise RuleError(
+                path,
+                FILE_KEY,
+                None,
+                f"no such rule file or directory (looked for {path.absolute()})",
+            )
     return files
 
 

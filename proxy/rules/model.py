@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
+from ..headers import never_forwarded
+from .variables import Variable
+
 if TYPE_CHECKING:
     from ..privacy.model import PrivacyPolicy
-
-from .variables import Variable
 
 DNS_LABEL: Final = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 
@@ -280,7 +281,12 @@ class RequestPolicy:
     def passes_header(self, lower_name: str) -> bool:
         if lower_name in self.headers:
             return True
-        return lower_name.startswith(self.header_prefixes)
+        # Exact names were checked at load; a wildcard such as "x-*" also
+        # covers names no rule may forward (X-Real-IP, X-Forwarded-Host).
+        return (
+            lower_name.startswith(self.header_prefixes)
+            and never_forwarded(lower_name) is None
+        )
 
 
 @dataclass(frozen=True, slots=True)
