@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from proxy.errors import ConfigError
+from proxy.privacy import Privacy
 from proxy.privacy.address import truncate, visitor_address
 from proxy.privacy.consent import State, cookie_pairs, google_consent, load_consent
 from proxy.privacy.model import Action, CookiePolicy, IpHandling, Purpose
@@ -370,3 +371,13 @@ def test_cookie_pairs(header: str, expected: dict[str, str]) -> None:
 @pytest.mark.parametrize("address", ["01.2.3.4", "256.1.1.1", "1.2.3", "203.0.113.07"])
 def test_truncate_refuses_what_is_not_an_address(address: str) -> None:
     assert truncate(address) is None
+
+
+def test_undefined_purpose_warned_at_start(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    consent = tmp_path / "consent.toml"
+    consent.write_text('[purposes.analytics]\ncookie = "c"\ngranted = "yes"\n')
+    rules = load_rules([rule_with(tmp_path, "")])  # gated as ads by default
+    Privacy(rules, load_consent(str(consent)))
+    assert "define no ads purpose: acme beacons" in caplog.text

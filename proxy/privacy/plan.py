@@ -11,6 +11,7 @@ upstream headers and the answer.
 
 from __future__ import annotations
 
+import logging
 import secrets
 from collections.abc import Mapping
 from typing import Final
@@ -36,6 +37,8 @@ from .model import (
 )
 from .scrub import BodyEditor, ParamEditor
 from .setcookie import COOKIE_VALUE, apply_policy, expired_cookie, server_cookie
+
+log = logging.getLogger(__name__)
 
 SEC_GPC: Final = "Sec-GPC"
 DNT: Final = "DNT"
@@ -367,6 +370,8 @@ class Privacy:
             for rule in rules.rules
             if PrivacyPlan.needed(rule, consent)
         }
+        if consent is not None:
+            _warn_undefined_purposes(rules, consent)
 
     def plan_for(self, rule: Rule) -> PrivacyPlan | None:
         return self._plans.get(rule.vendor)
@@ -377,6 +382,24 @@ class Privacy:
         if plan is None:
             return visitor
         return visitor_address(visitor, plan.policy.ip)
+
+
+def _warn_undefined_purposes(rules: RuleSet, consent: ConsentConfig) -> None:
+    """A purpose the consent settings do not define can never be granted by
+    a cookie: say so at start-up rather than let its beacons vanish quietly."""
+    for rule in rules.rules:
+        for gate in policy_of(rule).gates:
+            purpose = gate.purpose
+            if purpose is Purpose.NONE or purpose in consent.purposes:
+                continue
+            log.warning(
+                "consent settings %s define no %s purpose: %s beacons have no "
+                "consent cookie to grant it (without consent: %s)",
+                consent.source,
+                purpose.value,
+                rule.vendor,
+                gate.without_consent.value,
+            )
 
 
 def policy_of(rule: Rule) -> PrivacyPolicy:
