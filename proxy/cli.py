@@ -613,7 +613,10 @@ def _route_detail(route: ScriptRoute | RelayRoute) -> str:
             f"max_connections={limits.max_connections}"
         )
     methods = ",".join(sorted(route.methods - {"OPTIONS"}))
-    return f"methods={methods} max_body={route.max_body}"
+    detail = f"methods={methods} max_body={route.max_body}"
+    if route.durable is not None:
+        detail += f" durable max_age={route.durable.max_age:g}s"
+    return detail
 
 
 def _vendor_url(raw: str) -> URL | None:

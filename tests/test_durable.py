@@ -368,6 +368,13 @@ def test_bad_durable_tables_fail_at_load(
     assert caught.value.key == f"relays[0].durable.{key}"
 
 
+def test_websocket_relays_cannot_be_durable(tmp_path: Path) -> None:
+    path = tmp_path / "v.toml"
+    path.write_text(_RULE.replace('paths = ["/e"]', 'paths = ["/e"]\nwebsocket = true'))
+    with pytest.raises(RuleError, match="no beacons to spool"):
+        load_rule(path)
+
+
 def test_spool_flags_are_validated() -> None:
     with pytest.raises(ConfigError, match="--spool-max-size"):
         build_durability(spool_max_size="lots")

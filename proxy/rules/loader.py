@@ -502,6 +502,7 @@ _WEBSOCKET_ONLY: Final = ("max_message", "idle_timeout", "max_connections")
 _NOT_WEBSOCKET: Final = {
     "max_body": "a websocket relay limits each message with max_message",
     "envelope": "an envelope tunnel is not a websocket relay",
+    "durable": "a websocket relay has no beacons to spool",
 }
 
 
