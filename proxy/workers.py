@@ -150,7 +150,7 @@ def _warn_orphan_spools(settings: Settings) -> None:
     for path in sorted(spool.parent.glob(f"{spool.stem}.*{spool.suffix}")):
         slot = path.name[len(spool.stem) + 1 : len(path.name) - len(spool.suffix)]
         if slot.isdigit() and int(slot) >= settings.workers:
-            log.warning(
+            log.info(
                 "spool %s belongs to worker %s, which this run does not start: "
                 "a running worker takes over its beacons",
                 path,
