@@ -26,7 +26,7 @@ from .durable_support import DURABLE_RULES
 from .fakes import FakeVendor, Received
 from .test_end_to_end import _clean_env, free_port
 
-WAIT_STEPS = 400  # of 50 ms: start-up of two fresh interpreters on slow CI
+WAIT_STEPS = 1200  # of 50 ms: a bound for fresh interpreters on a busy machine
 
 
 async def until(check: object, what: str) -> None:
