@@ -11,6 +11,7 @@ from typing import Literal
 import aiohttp
 import pytest
 from aiohttp import WSCloseCode, WSMsgType, web
+from prometheus_client import REGISTRY
 from yarl import URL
 
 from proxy.rules import RuleError, load_rule
@@ -298,10 +299,16 @@ async def test_shutdown_closes_both_sides_with_1001(
 # --- the access log ------------------------------------------------------------
 
 
-async def test_one_access_line_per_connection_at_close(
+async def test_one_access_line_and_metrics_per_connection_at_close(
     proxy: Running, endpoint: SocketEndpoint, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="tagproxy.access")
+    closed = {"vendor": "wsecho", "closed_by": "visitor"}
+    inward = {"vendor": "wsecho", "direction": "in"}
+    before = (
+        REGISTRY.get_sample_value("tagproxy_websockets_total", closed) or 0.0,
+        REGISTRY.get_sample_value("tagproxy_websocket_bytes_total", inward) or 0.0,
+    )
     socket = await connect(proxy, "/we/socket?token=PRIVATE")
     await socket.send_bytes(b"12345")
     await socket.send_str("abc")
@@ -323,6 +330,11 @@ async def test_one_access_line_per_connection_at_close(
     assert (fields["closed_by"], fields["close_code"]) == ("visitor", 4003)
     assert isinstance(fields["ms"], float)
     assert "PRIVATE" not in lines[0].getMessage()
+    after = (
+        REGISTRY.get_sample_value("tagproxy_websockets_total", closed),
+        REGISTRY.get_sample_value("tagproxy_websocket_bytes_total", inward),
+    )
+    assert after == (before[0] + 1, before[1] + 8)
 
 
 # --- refusals ------------------------------------------------------------------
