@@ -42,6 +42,7 @@ paths = ["/socket"]
 websocket = true
 max_message = "4KiB"
 max_connections = 2
+tag_id = { query = "site_id" }
 
 # The same endpoint with a short silence limit, for the idle test only.
 [[relays]]
@@ -387,6 +388,20 @@ async def test_privacy_refusal_opens_nothing_upstream(
         await connect(proxy, headers={"Sec-GPC": "1"})
     assert refused.value.status == 403
     assert vendor.received == []
+
+
+async def test_upgrade_for_another_sites_tag_is_refused(
+    start_proxy: StartProxy, rule_file: Path, endpoint: SocketEndpoint
+) -> None:
+    proxy = await start_proxy(
+        rules=[rule_file], public_url=PUBLIC, rule_vars=(), tag_ids=["wsecho=7"]
+    )
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        await connect(proxy, "/we/socket?site_id=8")
+    assert refused.value.status == 403
+    assert endpoint.sockets == []
+    socket = await connect(proxy, "/we/socket?site_id=7")
+    await socket.close()
 
 
 async def test_connection_cap_answers_503(

@@ -543,6 +543,7 @@ def _websocket_relay(
         timeouts=_timeouts(table, connect=5, total=10),
         kind="websocket",
         websocket=limits,
+        tag_id=_tag_id(table, relay=False),  # an upgrade has no body to read
     )
     table.done()
     return route
