@@ -70,12 +70,6 @@ class Gate:
     dnt: Action  # DNT: 1
     declared: frozenset[str] = frozenset()  # keys the rule set itself
 
-    @property
-    def checks_anything(self) -> bool:
-        return any(
-            a is not Action.PASS for a in (self.without_consent, self.gpc, self.dnt)
-        )
-
 
 # The documented defaults, by purpose: (without consent, on GPC, on DNT).
 # Advertising is the strictest and is what a rule that names no purpose gets.
@@ -158,10 +152,6 @@ class CookiePolicy:
     # visitor ID), whichever beacon carries them; None: the rule's purpose.
     purpose: Purpose | None = None
     declared: bool = False
-
-    @property
-    def edits_vendor_cookies(self) -> bool:
-        return self.declared
 
 
 @dataclass(frozen=True, slots=True)

@@ -129,9 +129,10 @@ class PrivacyPlan:
                 # read (compressed, undeclared type, malformed): nothing goes.
                 action, edited = Action.DROP, body
             body = edited
+        query = raw_query
         if action is not Action.DROP:
             editor = self._query[action]
-            raw_query = editor.edit(raw_query) if editor is not None else raw_query
+            query = editor.edit(raw_query) if editor is not None else raw_query
 
         # tagproxy's own cookies follow consent for their purpose, which a
         # beacon of another purpose (Google Ads next to GA4) may not share.
@@ -147,7 +148,7 @@ class PrivacyPlan:
             action,
             reason,
             visitor_address(visitor, self._ip.get(action, IpHandling.WITHHOLD)),
-            raw_query,
+            query,
             body,
             cookies,
             consented=consented,
