@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -50,6 +52,7 @@ from .websocket import WebSocketRelay
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("tagproxy.access")
 
+_PLAIN_SAFE: Final = re.compile(r'[^\s"\\]*')
 _SCRIPT_METHODS: Final = frozenset({"GET", "HEAD"})
 # How long delivery attempts in flight may finish at shutdown; the rest stay
 # spooled and go after the restart.
@@ -369,13 +372,32 @@ class Proxy:
         socket = outcome.get(exchange.WEBSOCKET)
         if isinstance(socket, dict):
             fields.update(socket)  # at close: counts of the whole connection
-        # The JSON formatter (logs.py) writes the fields themselves.
+        # The JSON formatter (logs.py) writes the fields themselves. In the
+        # plain line, what the client chose (Host, path) is quoted when it
+        # could pass for more fields ("x status=200").
+        plain = fields | {"host": _plain_value(request.host)}
         text = " ".join(
-            f"{k}={v}" for k, v in fields.items() if k not in ("method", "path")
+            f"{k}={v}" for k, v in plain.items() if k not in ("method", "path")
         )
         access_log.info(
-            '"%s %s" %s', request.method, path, text, extra={"access": fields}
+            '"%s %s" %s',
+            request.method,
+            _quote_path(path),
+            text,
+            extra={"access": fields},
         )
+
+
+def _plain_value(value: str) -> str:
+    if _PLAIN_SAFE.fullmatch(value):
+        return value
+    return json.dumps(value)
+
+
+def _quote_path(path: str) -> str:
+    if '"' not in path and "\\" not in path:
+        return path
+    return path.replace("\\", "\\\\").replace('"', '\\"')
 
 
 def _bytes_out(response: web.StreamResponse | None) -> int:

@@ -8,6 +8,7 @@ client got and what the vendor received.
 from __future__ import annotations
 
 import logging
+import shlex
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
@@ -223,3 +224,63 @@ async def test_malformed_requests_are_not_logged_as_errors(
     assert response.status == 400
     assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
     assert vendor.received == []
+
+
+# What a client writes into Host or the path cannot forge fields of the
+# plain access line (a parser reading `status=` must find ours).
+@pytest.mark.parametrize(
+    ("head", "logged"),
+    [
+        (
+            "GET /pa/js/script.js HTTP/1.1\nHost: x status=200 vendor=google\n",
+            'host="x status=200 vendor=google"',
+        ),
+        (
+            'GET /pa/x"status=200 HTTP/1.1\nHost: www.example.com\n',
+            '"GET /pa/x\\"status=200"',
+        ),
+    ],
+)
+async def test_access_line_fields_cannot_be_forged(
+    vendor: FakeVendor,
+    start_proxy: StartProxy,
+    caplog: pytest.LogCaptureFixture,
+    head: str,
+    logged: str,
+) -> None:
+    proxy = await start_proxy()
+    with caplog.at_level(logging.INFO, logger="tagproxy.access"):
+        response = await raw_request(proxy.port, head + "Connection: close\n")
+    assert response.status in (400, 404)
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "tagproxy.access"]
+    assert logged in line
+    fields = shlex.split(line)
+    assert [f for f in fields if f.startswith("status=")] == [
+        f"status={response.status}"
+    ]
+
+
+# Deeply nested JSON is valid JSON but exhausts a recursive parser or
+# walker: every route that reads JSON bodies refuses it with a 400 or passes
+# it on untouched, never a 500.
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"payload":' * 5000 + b"{}" + b"}" * 5000,
+        b"[" * 900 + b"]" * 900,
+        b'{"payload":{"x":' + b"[" * 900 + b"]" * 900 + b"}}",
+    ],
+)
+async def test_deep_json_bodies_are_not_a_500(
+    vendor: FakeVendor, start_proxy: StartProxy, body: bytes
+) -> None:
+    proxy = await start_proxy(public_url=PUBLIC)
+    response = await raw_request(
+        proxy.port,
+        "POST /um/api/send HTTP/1.1\n" + HOST_LINE + "Content-Type: application/json\n"
+        f"Content-Length: {len(body)}\n",
+        body,
+    )
+    assert response.status in (204, 400)
+    if response.status == 400:
+        assert vendor.received == []

@@ -288,10 +288,13 @@ class BodyEditor:
         return "\n".join(self._params.edit(line) for line in lines).encode("latin-1")
 
     def _edit_json(self, body: bytes) -> bytes | None:
+        # RecursionError: valid JSON nested deeper than the parser, the
+        # walk or the encoder can follow is treated as unreadable, not a 500.
         try:
             document = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
+            if not self._json.edit(document):
+                return body
+            edited = json.dumps(document, ensure_ascii=False, separators=(",", ":"))
+        except (ValueError, UnicodeDecodeError, RecursionError):
             return None
-        if not self._json.edit(document):
-            return body
-        return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
+        return edited.encode()
