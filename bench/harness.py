@@ -461,6 +461,17 @@ def ratio(ours: Series, reference: Series, attr: str = "rps") -> float:
     )
 
 
+def cpu_ratio(ours: Series, reference: Series) -> float:
+    """reference's CPU per request / ours, median over rounds.
+
+    What the throughput ratio would be if both were held back by CPU alone:
+    on a machine shared with other work it moves far less than req/s do.
+    """
+    return statistics.median(
+        b.cpu_us / a.cpu_us for a, b in zip(ours.runs, reference.runs, strict=True)
+    )
+
+
 def table(series: Sequence[Series]) -> str:
     rows = [
         f"  {'setup':<34}{'req/s':>10}{'cpu us/req':>12}"

@@ -20,6 +20,7 @@ from harness import (
     Options,
     Series,
     Server,
+    cpu_ratio,
     free_port,
     machine_note,
     parse_options,
@@ -141,6 +142,7 @@ def report(series: list[Series], size: int) -> Report:
     nginx, bare, proxy = series
     vs_nginx = ratio(proxy, nginx)
     vs_bare = ratio(proxy, bare)
+    by_cpu = cpu_ratio(proxy, bare)
     return Report(
         f"cached script ({size / 1024:.0f} KiB gzip), {CONNECTIONS} connections",
         table(series),
@@ -156,6 +158,12 @@ def report(series: list[Series], size: int) -> Report:
                 vs_bare,
                 ">= 0.90",
                 vs_bare >= 0.90,
+            ),
+            verdict(
+                "  same, by CPU per request (bare cpu / tagproxy cpu)",
+                by_cpu,
+                ">= 0.90",
+                by_cpu >= 0.90,
             ),
         ],
     )
