@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import gzip
 import hashlib
 import logging
@@ -506,6 +507,16 @@ def _merge_vary(upstream: str, ours: str) -> str:
 
 def choose_encoding(accept_encoding: str, script: Script) -> str:
     """br, then gzip, then identity, honouring q=0 refusals."""
+    for encoding in _acceptable(accept_encoding):
+        if script.body_for(encoding) is not script.identity:
+            return encoding
+    return "identity"
+
+
+# Browsers send a handful of distinct Accept-Encoding values; parse each once.
+@functools.lru_cache(maxsize=256)
+def _acceptable(accept_encoding: str) -> tuple[str, ...]:
+    """Of br and gzip, in our order of preference, those the client accepts."""
     accepted: dict[str, float] = {}
     for item in accept_encoding.split(","):
         name, _, params = item.strip().partition(";")
@@ -519,12 +530,7 @@ def choose_encoding(accept_encoding: str, script: Script) -> str:
                     q = 0.0
         accepted[name.strip().lower()] = q
     star = accepted.get("*", 0.0)
-    for encoding in ("br", "gzip"):
-        if script.body_for(encoding) is script.identity:
-            continue
-        if accepted.get(encoding, star) > 0:
-            return encoding
-    return "identity"
+    return tuple(e for e in ("br", "gzip") if accepted.get(e, star) > 0)
 
 
 def respond(request: web.Request, script: Script) -> web.Response:
