@@ -246,26 +246,36 @@ class Delivery:
 
     async def _run(self) -> None:
         while True:
-            self._wake.clear()
-            now = time.time()
-            if now >= self._next_maintenance:
-                await self._maintain(now)
-            sleep = self._next_maintenance - now
-            free = self.concurrency - len(self._sending)
-            if free > 0:
-                free -= await self._probe(now, free)
-            if free > 0:
-                batch, following = await self.spool.claim(
-                    now, free, _CLAIM_BUDGET, tuple(self._cooling)
-                )
-                for stored in batch:
-                    self._send(stored)
-                if following is not None and len(batch) < free:
-                    sleep = min(sleep, following - now)
-            for cooling in self._cooling.values():
-                if cooling.probe is None:
-                    sleep = min(sleep, cooling.until - now)
-            await self._sleep(min(max(sleep, 0.0), _IDLE_WAKE))
+            try:
+                await self._step()
+            except Exception:
+                # A disk error or a bug must not end delivery for good: the
+                # spool keeps the beacons, and the next step tries again.
+                log.exception("delivery worker: step failed; retrying in 1s")
+                await asyncio.sleep(_IDLE_WAKE)
+
+    async def _step(self) -> None:
+        """Claim what is due and start sending it, then sleep until more is."""
+        self._wake.clear()
+        now = time.time()
+        if now >= self._next_maintenance:
+            await self._maintain(now)
+        sleep = self._next_maintenance - now
+        free = self.concurrency - len(self._sending)
+        if free > 0:
+            free -= await self._probe(now, free)
+        if free > 0:
+            batch, following = await self.spool.claim(
+                now, free, _CLAIM_BUDGET, tuple(self._cooling)
+            )
+            for stored in batch:
+                self._send(stored)
+            if following is not None and len(batch) < free:
+                sleep = min(sleep, following - now)
+        for cooling in self._cooling.values():
+            if cooling.probe is None:
+                sleep = min(sleep, cooling.until - now)
+        await self._sleep(min(max(sleep, 0.0), _IDLE_WAKE))
 
     async def _probe(self, now: float, free: int) -> int:
         """Send one beacon to each cooled host whose pause is over."""
@@ -324,12 +334,19 @@ class Delivery:
             if not settled:
                 # Cancelled (shutting down) or failed unexpectedly: back to
                 # the spool, due at once, so the next run sends it.
-                await asyncio.shield(self.spool.release(stored))
+                await self._release(stored)
             cooling = self._cooling.get(stored.beacon.host)
             if cooling is not None and cooling.probe == stored.id:
                 cooling.probe = None
             del self._sending[stored.id]
             self._wake.set()
+
+    async def _release(self, stored: Stored) -> None:
+        try:
+            await asyncio.shield(self.spool.release(stored))
+        except (SpoolError, asyncio.CancelledError) as exc:
+            # Still marked in flight in the file: the next start sends it.
+            log.error("spool: cannot put beacon %d back: %r", stored.id, exc)
 
     async def _settle(self, stored: Stored, started: float) -> bool:
         beacon = stored.beacon

@@ -12,6 +12,7 @@ import signal
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -23,7 +24,7 @@ from proxy.delivery import backoff, classify
 from proxy.errors import ConfigError
 from proxy.rules import RuleError, load_rule, load_rules
 from proxy.server import Proxy
-from proxy.spool import Beacon, Spool
+from proxy.spool import Beacon, Spool, SpoolError
 
 from . import tally
 from .chaos_support import ChaosVendor, Load, ServeProcess, free_port, until_delivered
@@ -462,3 +463,29 @@ async def test_workers_spool_apart_and_a_later_run_sends_all(tmp_path: Path) -> 
     assert report.accepted
     assert report.failed == 0
     assert not missing
+
+
+async def test_a_failing_spool_step_does_not_end_delivery(
+    vendor: FakeVendor,
+    durable: DurableProxy,
+    client: aiohttp.ClientSession,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    assert durable.proxy is not None
+    assert durable.proxy.delivery is not None
+    spool = durable.proxy.delivery.spool
+    real_claim = spool.claim
+    failures = [SpoolError("disk I/O error")]
+
+    async def flaky(*args: Any, **kw: Any) -> Any:
+        if failures:
+            raise failures.pop()
+        return await real_claim(*args, **kw)
+
+    monkeypatch.setattr(spool, "claim", flaky)
+    async with client.post(f"{durable.url}/bc/e", data=b"survives") as response:
+        assert response.status == 202
+    await eventually(lambda: durable.stats.delivered == 1, what="delivery")
+    assert [r.body for r in beacons(vendor)] == [b"survives"]
+    assert "step failed" in caplog.text
