@@ -163,7 +163,7 @@ async def test_f18_a_vendor_that_never_answers_gets_504_and_blocks_nothing(
 
         assert await asyncio.gather(*stuck) == [504] * 5
         took = time.monotonic() - started
-        assert 0.6 <= took < 0.6 + 0.5  # the route's timeout, not longer
+        assert 0.6 <= took < 0.6 + 1.4  # the route's timeout (slack for a busy CI)
 
         # Once the vendor answers again, so does the route.
         vendor.reply(HOST, "/t", Reply(200, b"back"))
@@ -192,9 +192,9 @@ async def test_connect_timeout_of_the_route_applies(
     proxy = await DurableProxy(f"http://127.0.0.1:{blackhole}", None).start()
     try:
         started = time.monotonic()
-        assert await _status(client, f"{proxy.url}/bc/t") == 504
+        assert await _status(client, f"{proxy.url}/bc/c") == 504
         took = time.monotonic() - started
-        assert 0.3 <= took < 0.3 + 0.4  # connect_timeout, not the total
+        assert 0.3 <= took < 2.0  # connect_timeout (300ms), well before the 3s total
     finally:
         await proxy.stop()
 
