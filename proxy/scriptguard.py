@@ -40,6 +40,10 @@ def check_script(
     """
     if broken is not None:
         return GuardFailure("syntax", f"rewriting it would break it ({broken})")
+    if not upstream_body.strip():
+        # Whatever a rule says: no vendor ships an empty tag; a 200 with no
+        # body is an outage or a cut connection.
+        return GuardFailure("min_size", "it is empty")
     if guard is None:
         return None
     if len(upstream_body) < guard.min_size:

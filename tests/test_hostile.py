@@ -7,9 +7,11 @@ client got and what the vendor received.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import shlex
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import pytest
 
@@ -284,3 +286,41 @@ async def test_deep_json_bodies_are_not_a_500(
     assert response.status in (204, 400)
     if response.status == 400:
         assert vendor.received == []
+
+
+EMPTY_TEST_RULE = """
+vendor = "emptytest"
+mount = "/et"
+
+[[hosts]]
+host = "cdn.empty-test.example"
+
+[[scripts]]
+host = "cdn.empty-test.example"
+paths = ["/tag.js"]
+ttl = "50ms"
+"""
+
+
+# A 200 with no body is a vendor outage or a cut connection, never a new
+# version of a tag: the last good script stays, even for rules with no
+# [scripts.guard] of their own.
+async def test_empty_script_never_replaces_a_good_one(
+    vendor: FakeVendor, start_proxy: StartProxy, tmp_path: Path
+) -> None:
+    rule = tmp_path / "emptytest.toml"
+    rule.write_text(EMPTY_TEST_RULE)
+    js = [("Content-Type", "application/javascript")]
+    vendor.reply("cdn.empty-test.example", "/tag.js", Reply(200, SCRIPT, js))
+    proxy = await start_proxy(rules=[rule], rule_vars=[], public_url=PUBLIC)
+    url = f"{proxy.url}/et/tag.js"
+    async with proxy.client.get(url) as response:
+        good = await response.read()
+    assert good == SCRIPT
+
+    vendor.reply("cdn.empty-test.example", "/tag.js", Reply(200, b"", js))
+    await asyncio.sleep(0.1)  # the 50 ms TTL has passed
+    async with proxy.client.get(url) as response:
+        assert response.status == 200
+        assert await response.read() == good
+    assert len(vendor.received) == 2
