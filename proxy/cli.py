@@ -20,6 +20,7 @@ from .config import (
     build_settings,
     env_defaults,
     env_name,
+    parse_cookie_domain,
     rule_variables,
 )
 from .errors import ConfigError
@@ -532,7 +533,7 @@ def _check(args: argparse.Namespace) -> int:
 def _audit(args: argparse.Namespace) -> int:
     rules = load_rules(_rule_paths(args), _variables(args))
     consent = load_consent(args.consent) if args.consent else None
-    domain = (args.cookie_domain or "").strip().lstrip(".").lower() or None
+    domain = parse_cookie_domain(args.cookie_domain) if args.cookie_domain else None
     vendors = None
     if args.site:
         site = _named_site(args, rules)

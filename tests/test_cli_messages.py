@@ -97,8 +97,10 @@ def test_serve_on_a_port_in_use(capsys: pytest.CaptureFixture[str]) -> None:
     "value",
     ["https://shop.example", "shop.example:443", "shop.example/", "shop example"],
 )
-def test_serve_refuses_a_cookie_domain_that_is_not_a_domain(
+def test_a_cookie_domain_that_is_not_a_domain_is_refused(
     capsys: pytest.CaptureFixture[str], value: str
 ) -> None:
     assert main(["serve", *RULES, "--cookie-domain", value]) == 2
+    assert "--cookie-domain" in capsys.readouterr().err
+    assert main(["audit", *RULES, "--cookie-domain", value]) == 2
     assert "--cookie-domain" in capsys.readouterr().err
