@@ -101,7 +101,11 @@ _NEVER_EXACT: Final = HOP_BY_HOP | frozenset(
 )
 _NEVER_PREFIXES: Final = ("cf-", "x-amz-", "fastly-", "akamai-", "x-azure-", "proxy-")
 
-# Response headers that describe the vendor's connection, not the content.
+# Response headers that describe the vendor's connection, not the content,
+# and headers that act on the site itself: served first-party, a vendor's
+# Clear-Site-Data would clear the site's cookies (for its whole registrable
+# domain), Service-Worker-Allowed would let a worker claim the site's pages,
+# and reporting headers would send the site's own reports to the vendor.
 RESPONSE_DROPPED: Final = HOP_BY_HOP | frozenset(
     {
         "alt-svc",
@@ -109,7 +113,10 @@ RESPONSE_DROPPED: Final = HOP_BY_HOP | frozenset(
         "content-length",
         "server-timing",
         "report-to",
+        "reporting-endpoints",
         "nel",
+        "clear-site-data",
+        "service-worker-allowed",
         "access-control-allow-origin",
         "access-control-allow-credentials",
         "access-control-allow-methods",

@@ -324,3 +324,31 @@ async def test_empty_script_never_replaces_a_good_one(
         assert response.status == 200
         assert await response.read() == good
     assert len(vendor.received) == 2
+
+
+# A vendor's answer speaks with the authority of the site's own origin (and,
+# for some headers, of its whole registrable domain) once it is served
+# first-party: headers that act on the site itself never pass.
+@pytest.mark.parametrize(
+    "header",
+    [
+        ("Clear-Site-Data", '"cookies", "storage"'),
+        ("Service-Worker-Allowed", "/"),
+        ("Reporting-Endpoints", 'default="https://collector.example/r"'),
+    ],
+)
+async def test_vendor_headers_that_act_on_the_site_are_dropped(
+    vendor: FakeVendor, start_proxy: StartProxy, header: tuple[str, str]
+) -> None:
+    vendor.reply(
+        "www.google-analytics.com",
+        "/g/collect",
+        Reply(204, b"", [header, ("X-Kept", "1")]),
+    )
+    proxy = await start_proxy(public_url=PUBLIC)
+    response = await raw_request(
+        proxy.port, "GET /gt/ga/www/g/collect?v=2 HTTP/1.1\n" + HOST_LINE
+    )
+    assert response.status == 204
+    assert response.header("X-Kept") == "1"
+    assert response.header(header[0]) is None
