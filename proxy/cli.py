@@ -479,8 +479,16 @@ def _log_startup(settings: Settings, rules: RuleSet) -> None:
             override.host_pattern,
             override.base,
         )
-    if settings.site.public_url is None:
-        log.info("public URL: taken from each request's Host (set --public-url)")
+    if settings.site.public_url is None and settings.sites is None:
+        # Every Host a client invents is then its own cache key and its own
+        # vendor fetch: fine on a laptop, a cache-thrashing lever in production.
+        log.warning(
+            "public URL: taken from each request's Host; set --public-url "
+            "(or --sites) in production so clients cannot multiply cache "
+            "entries and vendor fetches by inventing Host values"
+        )
+    elif settings.site.public_url is None:
+        log.info("public URL: per site, from the sites file")
     else:
         log.info("public URL: %s", settings.site.public_url)
     if not settings.trust.proxies:
