@@ -25,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -489,3 +489,16 @@ def table(series: Sequence[Series]) -> str:
 def verdict(label: str, value: float, target: str, ok: bool) -> str:
     mark = "ok  " if ok else "MISS"
     return f"  [{mark}] {label:<52} {value:>7.2f}  (target {target})"
+
+
+def run_reports(
+    doc: str | None, bench: Callable[[Options, Path], Iterable[object]]
+) -> None:
+    """The main of a benchmark script: options, wrk, machine notes, reports."""
+    opts = parse_options((doc or "").splitlines()[0])
+    wrk_or_exit()
+    print(machine_note())
+    with scratch_dir() as scratch:
+        for report in bench(opts, scratch):
+            print(report)
+    print(machine_note())

@@ -27,20 +27,17 @@ from harness import (
     Server,
     cpu_ratio,
     free_port,
-    machine_note,
-    parse_options,
     ratio,
     rounds,
     rss_mb,
+    run_reports,
     running,
-    scratch_dir,
     start_bare,
     start_nginx,
     start_tagproxy,
     table,
     verdict,
     wrk,
-    wrk_or_exit,
 )
 from script_bench import Report, start_sink
 
@@ -229,13 +226,7 @@ def _memory(after_load: dict[str, float], at_rest: float, held: float) -> Report
 
 
 def main() -> None:
-    opts = parse_options(__doc__.splitlines()[0])
-    wrk_or_exit()
-    print(machine_note())
-    with scratch_dir() as scratch:
-        for report in bench(opts, scratch):
-            print(report)
-    print(machine_note())
+    run_reports(__doc__, bench)
 
 
 if __name__ == "__main__":

@@ -15,16 +15,13 @@ from pathlib import Path
 import fixtures
 from harness import (
     Options,
-    machine_note,
-    parse_options,
     ratio,
     rounds,
+    run_reports,
     running,
-    scratch_dir,
     start_tagproxy,
     table,
     verdict,
-    wrk_or_exit,
 )
 from script_bench import Report, served_gzip, start_sink
 
@@ -76,13 +73,7 @@ def bench(opts: Options, scratch: Path) -> list[Report]:
 
 
 def main() -> None:
-    opts = parse_options(__doc__.splitlines()[0])
-    wrk_or_exit()
-    print(machine_note())
-    with scratch_dir() as scratch:
-        for report in bench(opts, scratch):
-            print(report)
-    print(machine_note())
+    run_reports(__doc__, bench)
 
 
 if __name__ == "__main__":
