@@ -23,6 +23,7 @@ import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final
+from urllib.parse import unquote_plus
 
 import aiohttp
 import brotli
@@ -334,8 +335,6 @@ def kept_query(raw_query: str, keep: frozenset[str]) -> str:
 
 
 def _param_name(piece: str) -> str:
-    from urllib.parse import unquote_plus
-
     return unquote_plus(piece.partition("=")[0])
 
 
@@ -409,10 +408,7 @@ async def fetch_script(
     )
 
 
-async def _read_capped(content: object, host: str) -> bytes:
-    from aiohttp import StreamReader
-
-    assert isinstance(content, StreamReader)
+async def _read_capped(content: aiohttp.StreamReader, host: str) -> bytes:
     chunks: list[bytes] = []
     size = 0
     try:
