@@ -56,17 +56,12 @@ def listen(
     return sock
 
 
-def install(app: web.Application, draining: asyncio.Event) -> None:
-    """Answers made while draining carry `Connection: close`."""
-
-    async def on_prepare(request: web.Request, response: web.StreamResponse) -> None:
-        if draining.is_set():
-            # The hook runs after aiohttp chose the Connection header, so the
-            # header is set here as well as the close itself.
-            response.force_close()
-            response.headers[hdrs.CONNECTION] = "close"
-
-    app.on_response_prepare.append(on_prepare)
+def close_when_sent(response: web.StreamResponse) -> None:
+    """While draining: this answer closes its connection and says so."""
+    # The hook runs after aiohttp chose the Connection header, so the header
+    # is set here as well as the close itself.
+    response.force_close()
+    response.headers[hdrs.CONNECTION] = "close"
 
 
 async def drain(

@@ -53,6 +53,10 @@ class PayloadTooLarge(Rejection):
     status = 413
 
 
+class ExpectationFailed(Rejection):
+    status = 417
+
+
 class UnsupportedMediaType(Rejection):
     status = 415
 

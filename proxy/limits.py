@@ -20,11 +20,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
-from aiohttp import web
+from aiohttp import HttpVersion11, hdrs, web
 
-from .errors import ConfigError, RequestTimeout
+from .errors import ConfigError, ExpectationFailed, RequestTimeout
 
 log = logging.getLogger(__name__)
+
+_CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 T = TypeVar("T")
 
@@ -182,3 +184,20 @@ class LimitedSite(web.BaseSite):
             backlog=self._backlog,
             reuse_port=self._reuse_port,
         )
+
+
+async def continue_if_expected(request: web.BaseRequest) -> None:
+    """Invite a body the client holds back until told (`Expect: 100-continue`).
+
+    Called just before the body is read, once the request has passed every
+    check that could refuse it, so a refused request (404, 405, 413) never
+    has its body sent at all.
+    """
+    expect = request.headers.get(hdrs.EXPECT)
+    if expect is None:
+        return
+    if expect.strip().lower() != "100-continue":
+        raise ExpectationFailed(f"unsupported Expect: {expect[:64]!r}")
+    if request.version == HttpVersion11:
+        await request.writer.write(_CONTINUE)
+        request.writer.output_size = 0  # counts the answer's bytes only

@@ -18,6 +18,7 @@ from typing import Final, TextIO
 from .config import Settings
 
 PLAIN_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+ACCESS_LOGGER: Final = "tagproxy.access"
 MAX_BATCH: Final = 4096  # PIPE_BUF on Linux: larger pipe writes may interleave
 
 
@@ -90,11 +91,15 @@ class BatchingHandler(logging.StreamHandler[TextIO]):
         except Exception:
             self.handleError(record)
             return
+        self.add(line, urgent=record.levelno >= logging.WARNING)
+
+    def add(self, line: str, urgent: bool = False) -> None:
+        """Queue one formatted line (newline included) for the next write."""
         if self._size + len(line) > MAX_BATCH:
             self.flush()
         self._pending.append(line)
         self._size += len(line)
-        if record.levelno >= logging.WARNING or not self._flush_later():
+        if urgent or not self._flush_later():
             self.flush()
 
     def _flush_later(self) -> bool:
@@ -123,6 +128,75 @@ class BatchingHandler(logging.StreamHandler[TextIO]):
             self.release()
 
 
+class AccessLog:
+    """Writes each request's access line: a message and its fields.
+
+    Through the logging module a line costs about 10 us (a LogRecord, the
+    handler's lock, the formatter's dispatch), a tenth of what serving a
+    cached script costs in all. Once `setup_logging` has chosen the output
+    (serve and its workers), lines are formatted here in that same layout
+    and queued on the batching handler directly, for about 2 us. Anywhere
+    else (in-process use, tests) they go through the `tagproxy.access`
+    logger like any other record.
+    """
+
+    def __init__(self) -> None:
+        self.logger = logging.getLogger(ACCESS_LOGGER)
+        self._handler: BatchingHandler | None = None
+        self._json = False
+        self._name = ACCESS_LOGGER
+        self._worker: int | None = None
+        self._second = -1
+        self._stamp = ""
+
+    def direct_to(
+        self, handler: BatchingHandler | None, json_lines: bool, worker: int | None
+    ) -> None:
+        self._handler = handler
+        self._json = json_lines
+        self._worker = worker
+        self._name = (
+            ACCESS_LOGGER
+            if json_lines or worker is None
+            else (f"{ACCESS_LOGGER}[{worker}]")
+        )
+        self._second = -1
+
+    def enabled(self) -> bool:
+        return self.logger.isEnabledFor(logging.INFO)
+
+    def write(self, message: str, fields: dict[str, object]) -> None:
+        handler = self._handler
+        if handler is None:
+            self.logger.info("%s", message, extra={"access": fields})
+            return
+        now = time.time()
+        second = int(now)
+        millis = int((now - second) * 1000)
+        if second != self._second:
+            self._second = second
+            if self._json:
+                self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
+            else:
+                self._stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now))
+        if not self._json:
+            handler.add(f"{self._stamp},{millis:03d} INFO {self._name}: {message}\n")
+            return
+        out: dict[str, object] = {
+            "time": f"{self._stamp}.{millis:03d}Z",
+            "level": "INFO",
+            "logger": self._name,
+            "message": message,
+        }
+        if self._worker is not None:
+            out["worker"] = self._worker
+        out.update(fields)
+        handler.add(json.dumps(out, default=str) + "\n")
+
+
+ACCESS: Final = AccessLog()
+
+
 def speed_up_records() -> None:
     """Skip what our formats never print, as the logging docs suggest.
 
@@ -148,3 +222,4 @@ def setup_logging(settings: Settings, worker: int | None = None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level)
+    ACCESS.direct_to(handler, settings.log_format == "json", worker)

@@ -26,7 +26,7 @@ from .envelope import envelope_target
 from .errors import MethodNotAllowed, PayloadTooLarge, UpstreamError
 from .geo import Geo, set_geo_headers
 from .jsonbody import client_ip_in_body
-from .limits import DEFAULT_BODY_TIMEOUT, body_within
+from .limits import DEFAULT_BODY_TIMEOUT, body_within, continue_if_expected
 from .privacy import Decision, Privacy
 from .routing import Router, Target
 from .rules import IpVia, RelayRoute
@@ -57,6 +57,7 @@ async def read_body(request: web.Request, limit: int) -> bytes:
     declared = request.content_length
     if declared is not None and declared > limit:
         raise PayloadTooLarge(f"request body over this route's limit of {limit} bytes")
+    await continue_if_expected(request)
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.content.iter_chunked(_CHUNK):

@@ -25,7 +25,7 @@ from .drain import LINGER, drain, listen
 from .errors import ConfigError
 from .limits import LimitedSite
 from .reload import Loaded, Reloader, describe
-from .server import Proxy, build_app
+from .server import Proxy, ProxyRunner
 
 log = logging.getLogger("tagproxy")
 
@@ -94,8 +94,8 @@ async def serve(
 ) -> None:
     proxy = Proxy(settings, loaded.rules, loaded.sites)
     control = ProcessControl(proxy, Reloader(proxy))
-    runner = web.AppRunner(
-        build_app(proxy),
+    runner = ProxyRunner(
+        proxy,
         access_log=None,
         shutdown_timeout=settings.durability.shutdown_grace,
     )

@@ -9,10 +9,14 @@ import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.http_parser import RawRequestMessage
+from aiohttp.streams import StreamReader
+from aiohttp.web_protocol import RequestHandler
 from yarl import URL
 
 from . import exchange, metrics
@@ -20,7 +24,7 @@ from . import headers as h
 from . import trace as tracing
 from .config import Settings
 from .delivery import Delivery, require_spool
-from .drain import install as install_drain
+from .drain import close_when_sent
 from .errors import (
     MethodNotAllowed,
     NotFound,
@@ -29,6 +33,7 @@ from .errors import (
     UpstreamError,
 )
 from .geo import Geo
+from .logs import ACCESS
 from .privacy import Privacy
 from .relay import RelayService, add_vary, cors_headers
 from .routing import Router, Target
@@ -45,12 +50,11 @@ from .tagids import (
     parse_tag_ids,
     require_places,
 )
-from .trace import Trace, Tracer, on_prepare
+from .trace import Trace, Tracer
 from .upstream import Upstream
 from .websocket import WebSocketRelay
 
 log = logging.getLogger(__name__)
-access_log = logging.getLogger("tagproxy.access")
 
 _PLAIN_SAFE: Final = re.compile(r'[^\s"\\]*')
 _SCRIPT_METHODS: Final = frozenset({"GET", "HEAD"})
@@ -343,15 +347,16 @@ class Proxy:
         outcome: exchange.Record,
         took: float,
     ) -> None:
-        if not access_log.isEnabledFor(logging.INFO):
+        if not ACCESS.enabled():
             return
         # The path without its query: beacon queries carry personal data.
         path = request.raw_path.partition("?")[0]
         upstream_s = outcome.get(exchange.UPSTREAM_SECONDS)
-        fields = {
+        host = request.host
+        fields: dict[str, object] = {
             "method": request.method,
             "path": path,
-            "host": request.host,
+            "host": host,
             "status": status,
             "vendor": outcome.get(exchange.VENDOR, "-"),
             "route": outcome.get(exchange.ROUTE, "-"),
@@ -372,20 +377,13 @@ class Proxy:
         socket = outcome.get(exchange.WEBSOCKET)
         if isinstance(socket, dict):
             fields.update(socket)  # at close: counts of the whole connection
-        # The JSON formatter (logs.py) writes the fields themselves. In the
-        # plain line, what the client chose (Host, path) is quoted when it
-        # could pass for more fields ("x status=200").
-        plain = fields | {"host": _plain_value(request.host)}
-        text = " ".join(
-            f"{k}={v}" for k, v in plain.items() if k not in ("method", "path")
-        )
-        access_log.info(
-            '"%s %s" %s',
-            request.method,
-            _quote_path(path),
-            text,
-            extra={"access": fields},
-        )
+        # The JSON format writes the fields themselves. In the plain line,
+        # what the client chose (Host, path) is quoted when it could pass for
+        # more fields ("x status=200").
+        rest = [f"{k}={v}" for k, v in fields.items()][3:]
+        text = " ".join([f"host={_plain_value(host)}", *rest])
+        message = f'"{request.method} {_quote_path(path)}" {text}'
+        ACCESS.write(message, fields)
 
 
 def _plain_value(value: str) -> str:
@@ -431,30 +429,69 @@ class _RefusedByParser(logging.Filter):
 _REFUSED_BY_PARSER: Final = _RefusedByParser()
 
 
-def build_app(proxy: Proxy) -> web.Application:
-    server_log = logging.getLogger("aiohttp.server")
-    if _REFUSED_BY_PARSER not in server_log.filters:
-        server_log.addFilter(_REFUSED_BY_PARSER)
-    # Request bodies reach the vendor as the browser encoded them: decoding a
-    # gzip body here would send plain bytes labelled Content-Encoding: gzip.
-    handler_args = {**proxy.settings.limits.handler_args(), "auto_decompress": False}
-    app = web.Application(handler_args=handler_args)
-    app.router.add_route("*", "/{tail:.*}", proxy.handle)
-    if proxy.tracer is not None:
-        # Only with a trace secret: other answers skip the signal entirely.
-        app.on_response_prepare.append(on_prepare)
+class ProxyRunner(web.BaseRunner):
+    """Runs the proxy on aiohttp's low-level server, without an Application.
 
-    async def start(_: web.Application) -> None:
-        await proxy.start()
+    Every request goes to one handler that does its own routing, so the
+    Application's URL dispatcher, match info and middleware chain would be
+    pure cost on each request (about a fifth of a cached script's CPU,
+    measured with bench/script_bench.py). What the Application gave besides
+    is done here: the proxy's start and close around the server's life,
+    WebSockets closed at shutdown, and a hook on each response before its
+    headers go out (draining, tracing).
+    """
 
-    async def close(_: web.Application) -> None:
-        await proxy.close()
+    __slots__ = ("proxy",)
 
-    async def close_websockets(_: web.Application) -> None:
-        await proxy.websockets.close_all()
+    def __init__(self, proxy: Proxy, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.proxy = proxy
 
-    app.on_shutdown.append(close_websockets)
-    install_drain(app, proxy.draining)
-    app.on_startup.append(start)
-    app.on_cleanup.append(close)
-    return app
+    async def _make_server(self) -> web.Server:
+        server_log = logging.getLogger("aiohttp.server")
+        if _REFUSED_BY_PARSER not in server_log.filters:
+            server_log.addFilter(_REFUSED_BY_PARSER)
+        await self.proxy.start()
+        request_class = _request_class(self.proxy)
+        loop = asyncio.get_running_loop()
+
+        def make_request(
+            message: RawRequestMessage,
+            payload: StreamReader,
+            protocol: RequestHandler,
+            writer: AbstractStreamWriter,
+            task: asyncio.Task[None],
+        ) -> web.BaseRequest:
+            return request_class(message, payload, protocol, writer, task, loop)
+
+        # Request bodies reach the vendor as the browser encoded them:
+        # decoding a gzip body here would send plain bytes labelled
+        # Content-Encoding: gzip.
+        return web.Server(
+            self.proxy.handle,  # type: ignore[arg-type]
+            request_factory=make_request,
+            **self.proxy.settings.limits.handler_args(),
+            auto_decompress=False,
+            **self._kwargs,
+        )
+
+    async def shutdown(self) -> None:
+        await self.proxy.websockets.close_all()
+
+    async def _cleanup_server(self) -> None:
+        await self.proxy.close()
+
+
+def _request_class(proxy: Proxy) -> type[web.Request]:
+    """Requests whose responses pass our hook just before they are sent."""
+    draining = proxy.draining
+    tracing_on = proxy.tracer is not None
+
+    class ProxyRequest(web.Request):
+        async def _prepare_hook(self, response: web.StreamResponse) -> None:
+            if draining.is_set():
+                close_when_sent(response)
+            if tracing_on:
+                tracing.finish(self, response)
+
+    return ProxyRequest

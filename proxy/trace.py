@@ -206,8 +206,8 @@ def note(outcome: Record, **fields: object) -> None:
         trace.data.update(fields)
 
 
-async def on_prepare(request: web.Request, response: web.StreamResponse) -> None:
-    """aiohttp's on_response_prepare: add the header to traced answers.
+def finish(request: web.BaseRequest, response: web.StreamResponse) -> None:
+    """Just before a response's headers go out: add the trace to traced answers.
 
     The handler and the preparing of its response run in one task, so the
     request's record is the current one; the identity check keeps an answer

@@ -16,7 +16,7 @@ from proxy.config import build_settings, rule_variables
 from proxy.limits import LimitedSite
 from proxy.reload import load_config
 from proxy.rules import RuleSet, load_rules
-from proxy.server import Proxy, build_app
+from proxy.server import Proxy, ProxyRunner
 from proxy.upstream import GuardedResolver
 
 from . import netguard, tally
@@ -81,7 +81,7 @@ StartProxy = Callable[..., Awaitable[Running]]
 @pytest.fixture
 async def start_proxy(vendor: FakeVendor) -> AsyncIterator[StartProxy]:
     """Start tagproxy in-process; every vendor host overridden to `vendor`."""
-    runners: list[web.AppRunner] = []
+    runners: list[web.BaseRunner] = []
     clients: list[aiohttp.ClientSession] = []
 
     async def start(
@@ -114,7 +114,7 @@ async def start_proxy(vendor: FakeVendor) -> AsyncIterator[StartProxy]:
         assert not kw, f"unknown settings {kw}"
         config = load_config(settings)
         proxy = Proxy(settings, config.rules, config.sites)
-        runner = web.AppRunner(build_app(proxy), access_log=None)
+        runner = ProxyRunner(proxy, access_log=None)
         await runner.setup()
         limit = settings.limits.max_connections
         site = LimitedSite(runner, "127.0.0.1", 0, max_connections=limit)

@@ -18,7 +18,7 @@ from proxy.config import build_durability, build_settings
 from proxy.delivery import DeliveryStats
 from proxy.rules import RelayRoute, load_rules
 from proxy.rules.loader import build_rule_set
-from proxy.server import Proxy, build_app
+from proxy.server import Proxy, ProxyRunner
 
 DURABLE_RULES = Path(__file__).resolve().parent / "rules_durable"
 HOST = "collect.beacon.test"
@@ -46,7 +46,7 @@ class DurableProxy:
     dns_servers: tuple[str, ...] = ()
     url: str = ""
     proxy: Proxy | None = None
-    _runner: web.AppRunner | None = field(default=None, repr=False)
+    _runner: web.BaseRunner | None = field(default=None, repr=False)
 
     async def start(self) -> DurableProxy:
         rules = load_rules([DURABLE_RULES])
@@ -73,7 +73,7 @@ class DurableProxy:
             ),
         )
         self.proxy = Proxy(settings, rules)
-        self._runner = web.AppRunner(build_app(self.proxy), access_log=None)
+        self._runner = ProxyRunner(self.proxy, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()

@@ -14,35 +14,36 @@ from dataclasses import dataclass
 import pytest
 from aiohttp import web
 
-from proxy.drain import drain, install, listen
+from proxy.drain import drain, listen
+from proxy.server import ProxyRunner
+
+from .conftest import StartProxy
+from .fakes import FakeVendor, Reply
 
 
 @dataclass
 class Served:
-    runner: web.AppRunner
+    runner: web.BaseRunner
     listener: socket.socket
     draining: asyncio.Event
     port: int
 
 
 @pytest.fixture
-async def served() -> AsyncIterator[Served]:
-    async def hello(request: web.Request) -> web.Response:
-        return web.Response(text="hello")
-
-    draining = asyncio.Event()
-    app = web.Application()
-    app.router.add_get("/", hello)
-    install(app, draining)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=2)
+async def served(start_proxy: StartProxy, vendor: FakeVendor) -> AsyncIterator[Served]:
+    """The proxy as served, on a listener of ours; the script says hello."""
+    js = Reply(200, b"hello", [("Content-Type", "application/javascript")])
+    vendor.reply("plausible.io", "/js/script.js", js)
+    proxy = (await start_proxy(public_url="https://t.example")).proxy
+    runner = ProxyRunner(proxy, access_log=None, shutdown_timeout=2)
     await runner.setup()
     listener = listen("127.0.0.1", 0, backlog=16)
     await web.SockSite(runner, listener).start()
-    yield Served(runner, listener, draining, listener.getsockname()[1])
+    yield Served(runner, listener, proxy.draining, listener.getsockname()[1])
     await runner.cleanup()
 
 
-REQUEST = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n"
+REQUEST = b"GET /pa/js/script.js HTTP/1.1\r\nHost: t.example\r\n\r\n"
 
 
 def read_answer(sock: socket.socket) -> bytes:

@@ -237,3 +237,62 @@ def test_bad_limits_name_the_flag(flag: str, value: float) -> None:
     values[flag] = value
     with pytest.raises(ConfigError, match="--" + flag.replace("_", "-")):
         build_limits(**values)  # type: ignore[arg-type]
+
+
+async def _head_then_wait(
+    port: int, head: bytes
+) -> tuple[bytes, asyncio.StreamReader, asyncio.StreamWriter]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(head)
+    first = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    return first, reader, writer
+
+
+async def test_expect_100_continue_invites_the_body_and_relays_it(
+    vendor: FakeVendor, start_proxy: StartProxy
+) -> None:
+    vendor.reply("plausible.io", "/api/event", Reply(202))
+    proxy = await start_proxy()
+    body = b'{"n":"pageview"}'
+    head = (
+        "POST /pa/api/event HTTP/1.1\r\nHost: t.example\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        "Expect: 100-continue\r\nConnection: close\r\n\r\n"
+    ).encode()
+    first, reader, writer = await _head_then_wait(proxy.port, head)
+    assert first == b"HTTP/1.1 100 Continue\r\n\r\n"
+    writer.write(body)
+    answer = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 202")
+    (received,) = vendor.to("plausible.io")
+    assert received.body == body
+    assert received.header("Expect") is None
+
+
+async def test_a_body_over_the_limit_is_refused_without_inviting_it(
+    vendor: FakeVendor, start_proxy: StartProxy
+) -> None:
+    proxy = await start_proxy()
+    head = (
+        b"POST /pa/api/event HTTP/1.1\r\nHost: t.example\r\n"
+        b"Content-Length: 100000000\r\nExpect: 100-continue\r\n\r\n"
+    )
+    first, _, writer = await _head_then_wait(proxy.port, head)
+    writer.close()
+    assert first.startswith(b"HTTP/1.1 413")
+    assert vendor.to("plausible.io") == []
+
+
+async def test_an_unknown_expectation_gets_417(
+    vendor: FakeVendor, start_proxy: StartProxy
+) -> None:
+    proxy = await start_proxy()
+    head = (
+        b"POST /pa/api/event HTTP/1.1\r\nHost: t.example\r\n"
+        b"Content-Length: 2\r\nExpect: teapot\r\n\r\n"
+    )
+    first, _, writer = await _head_then_wait(proxy.port, head)
+    writer.close()
+    assert first.startswith(b"HTTP/1.1 417")
+    assert vendor.to("plausible.io") == []

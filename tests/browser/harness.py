@@ -47,7 +47,7 @@ from playwright.async_api import (
 from proxy import cli
 from proxy.config import build_settings
 from proxy.rules import RuleSet, load_rules
-from proxy.server import Proxy, build_app
+from proxy.server import Proxy, ProxyRunner
 
 from ..fakes import FakeVendor, Received, Reply
 
@@ -184,7 +184,7 @@ class TagproxyServer:
 
     rules: list[Path]
     vendor: FakeVendor
-    runner: web.AppRunner | None = None
+    runner: web.BaseRunner | None = None
     port: int = 0
     loaded: RuleSet | None = None
 
@@ -214,9 +214,7 @@ class TagproxyServer:
             log_format="plain",
             log_level="INFO",
         )
-        self.runner = web.AppRunner(
-            build_app(Proxy(settings, self.loaded)), access_log=None
-        )
+        self.runner = ProxyRunner(Proxy(settings, self.loaded), access_log=None)
         await self.runner.setup()
         await web.SockSite(self.runner, sock, ssl_context=tls_context()).start()
 
