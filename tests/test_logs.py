@@ -71,4 +71,4 @@ def test_without_setup_lines_go_through_the_logger(caplog) -> None:  # type: ign
     AccessLog().write(MESSAGE, FIELDS)
     (record,) = caplog.records
     assert record.getMessage() == MESSAGE
-    assert record.access == FIELDS  # type: ignore[attr-defined]
+    assert record.access == FIELDS
