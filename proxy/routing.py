@@ -14,12 +14,17 @@ from urllib.parse import unquote
 
 from yarl import URL
 
+from . import metrics
 from .errors import NotFound
 from .rules import Route, Rule, RuleSet, UpstreamHost
 
 # Encoded slashes and backslashes would let a path segment smuggle a path
 # change past our routing and into a vendor's; we never need them.
 _SMUGGLED: Final = re.compile(r"%2f|%5c|\\", re.IGNORECASE)
+_MATCHED_MAX: Final = 4096
+
+# A matched path: rule, host, label, concrete host, upstream path, route.
+_Match = tuple[Rule, UpstreamHost, str | None, str, str, Route]
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,9 +73,32 @@ class Router:
             rule.mount: sorted(rule.hosts, key=lambda h: -len(h.prefix))
             for rule in rules.rules
         }
+        # The same few paths come again and again (a site's tags, their
+        # beacon endpoints): each is matched once. Paths are the visitor's
+        # choice, so the memo is bounded; refused paths are never kept.
+        self._matched: dict[str, _Match] = {}
+        # Keyed by identity: the router holds its rules, so no id is reused
+        # while it lives.
+        routes: list[Route] = [r for rule in rules.rules for r in rule.scripts]
+        routes += [r for rule in rules.rules for r in rule.relays]
+        self._route_ids = {id(route): metrics.route_id(route) for route in routes}
 
     def match(self, raw_target: str) -> Target:
         path, query = split_raw_target(raw_target)
+        found = self._matched.get(path)
+        if found is None:
+            found = self._find(path)
+            if len(self._matched) >= _MATCHED_MAX:
+                self._matched.clear()
+            self._matched[path] = found
+        rule, host, label, concrete, upstream_path, route = found
+        return Target(rule, host, label, concrete, upstream_path, query, route)
+
+    def route_id(self, route: Route) -> str:
+        """The route's metric label (see metrics.route_id), looked up."""
+        return self._route_ids.get(id(route)) or metrics.route_id(route)
+
+    def _find(self, path: str) -> _Match:
         check_path(path)
         slash = path.find("/", 1)
         mount = path if slash < 0 else path[:slash]
@@ -87,9 +115,7 @@ class Router:
             for route in rule.routes_for(host):
                 if route.paths(upstream_path):
                     concrete = host.concrete(label)
-                    return Target(
-                        rule, host, label, concrete, upstream_path, query, route
-                    )
+                    return rule, host, label, concrete, upstream_path, route
         raise NotFound("no route for this path")
 
     def first_party_url(self, public_url: URL, vendor_url: URL) -> str | None:

@@ -21,7 +21,7 @@ import logging
 import time
 import zlib
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 from urllib.parse import unquote_plus
 
@@ -79,6 +79,34 @@ class Script:
     rewrites: int
     kept_original: bool
     guard_failure: GuardFailure | None = None  # None: it fits its rule
+    # Response headers by encoding (and 304 or not), built on first use.
+    _answers: dict[tuple[str, bool], CIMultiDict[str]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
+
+    @property
+    def headers(self) -> CIMultiDict[str]:
+        """What every answer with this script says about it."""
+        return CIMultiDict(
+            (
+                (h.CONTENT_TYPE, self.content_type),
+                (h.CACHE_CONTROL, self.cache_control),
+                (h.VARY, self.vary),
+            )
+        )
+
+    def answer_headers(
+        self, encoding: str, not_modified: bool = False
+    ) -> CIMultiDict[str]:
+        """The headers of a 200 (or 304) answer in `encoding`; not to be edited."""
+        headers = self._answers.get((encoding, not_modified))
+        if headers is None:
+            headers = self.headers
+            headers[h.ETAG] = self.etag_for(encoding)
+            if encoding != "identity" and not not_modified:
+                headers[h.CONTENT_ENCODING] = encoding
+            self._answers[(encoding, not_modified)] = headers
+        return headers
 
     @property
     def size(self) -> int:
@@ -117,6 +145,13 @@ class ScriptCache:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    def fresh(self, key: CacheKey) -> Script | None:
+        """The entry for `key` if it is within its TTL: a hit, and nothing more."""
+        entry = self._entries.get(key)
+        if entry is not None and entry.expires > time.monotonic():
+            return entry
+        return None
 
     async def get(
         self,
@@ -531,22 +566,14 @@ def _acceptable(accept_encoding: str) -> tuple[str, ...]:
 
 def respond(request: web.Request, script: Script) -> web.Response:
     encoding = choose_encoding(request.headers.get(h.ACCEPT_ENCODING, ""), script)
-    headers = CIMultiDict(
-        {
-            h.CONTENT_TYPE: script.content_type,
-            h.CACHE_CONTROL: script.cache_control,
-            h.VARY: script.vary,
-        }
-    )
     if script.status != 200:
-        return web.Response(status=script.status, body=script.identity, headers=headers)
-
-    etag = script.etag_for(encoding)
-    headers[h.ETAG] = etag
+        return web.Response(
+            status=script.status, body=script.identity, headers=script.headers
+        )
+    # Built once per script and encoding; each response copies them.
     if _matches(request.headers.get(h.IF_NONE_MATCH), script):
-        return web.Response(status=304, headers=headers)
-    if encoding != "identity":
-        headers[h.CONTENT_ENCODING] = encoding
+        return web.Response(status=304, headers=script.answer_headers(encoding, True))
+    headers = script.answer_headers(encoding)
     return web.Response(body=script.body_for(encoding), headers=headers)
 
 
@@ -579,6 +606,18 @@ class ScriptService:
         assert isinstance(route, ScriptRoute)
         per_visitor = route.cache is CacheMode.NONE
         by_geo = route.cache is CacheMode.GEO and geo is not None
+        if not per_visitor:
+            query = kept_query(target.query, route.query)
+            variant = geo.code if by_geo and geo is not None else ""
+            key = (
+                str(public_url),
+                f"{target.upstream_url.partition('?')[0]}?{query}",
+                variant,
+            )
+            script = self.cache.fresh(key)
+            if script is not None:
+                return respond(request, script), "hit"
+
         script_request = ScriptRequest(
             target=target,
             public_url=public_url,
@@ -600,13 +639,6 @@ class ScriptService:
                 report(script.guard_failure, target.rule, where, False)
             return respond(request, script), "bypass"
 
-        query = kept_query(target.query, route.query)
-        variant = geo.code if by_geo and geo is not None else ""
-        key = (
-            str(public_url),
-            f"{target.upstream_url.partition('?')[0]}?{query}",
-            variant,
-        )
         freshness = Freshness(
             target.rule,
             where,

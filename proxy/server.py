@@ -253,14 +253,15 @@ class Proxy:
 
         target = services.router.match(request.raw_path)
         outcome[exchange.VENDOR] = target.rule.vendor
-        outcome[exchange.ROUTE] = metrics.route_id(target.route)
+        outcome[exchange.ROUTE] = services.router.route_id(target.route)
         outcome[exchange.KIND] = target.route.kind
-        tracing.note(
-            outcome,
-            vendor=target.rule.vendor,
-            route=outcome[exchange.ROUTE],
-            upstream=target.upstream_url,
-        )
+        if exchange.TRACE in outcome:
+            tracing.note(
+                outcome,
+                vendor=target.rule.vendor,
+                route=outcome[exchange.ROUTE],
+                upstream=target.upstream_url,
+            )
         services.tag_ids.check(target)
 
         visitor = trust.visitor(
