@@ -586,6 +586,18 @@ def _matches(if_none_match: str | None, script: Script) -> bool:
     return any(script.etag_for(e) in tags for e in _ENCODED_SUFFIX)
 
 
+def cache_key(target: Target, public_url: URL, geo: Geo | None) -> CacheKey | None:
+    """Where a route's script is cached; None for routes cached per visitor."""
+    route = target.route
+    assert isinstance(route, ScriptRoute)
+    if route.cache is CacheMode.NONE:
+        return None
+    query = kept_query(target.query, route.query)
+    variant = geo.code if route.cache is CacheMode.GEO and geo is not None else ""
+    upstream = f"{target.host.scheme}://{target.upstream_host}{target.path}"
+    return str(public_url), f"{upstream}?{query}", variant
+
+
 class ScriptService:
     """Serve script routes from the cache, filling it from upstream."""
 
@@ -593,6 +605,16 @@ class ScriptService:
         self.upstream = upstream
         self.cache = ScriptCache()
         self.rewriters = Rewriters(router.rules)
+
+    def hit(
+        self, request: web.Request, target: Target, public_url: URL, geo: Geo | None
+    ) -> web.Response | None:
+        """The answer from a cached copy within its TTL, or None."""
+        key = cache_key(target, public_url, geo)
+        if key is None:
+            return None
+        script = self.cache.fresh(key)
+        return None if script is None else respond(request, script)
 
     async def serve(
         self,
@@ -606,18 +628,6 @@ class ScriptService:
         assert isinstance(route, ScriptRoute)
         per_visitor = route.cache is CacheMode.NONE
         by_geo = route.cache is CacheMode.GEO and geo is not None
-        if not per_visitor:
-            query = kept_query(target.query, route.query)
-            variant = geo.code if by_geo and geo is not None else ""
-            key = (
-                str(public_url),
-                f"{target.upstream_url.partition('?')[0]}?{query}",
-                variant,
-            )
-            script = self.cache.fresh(key)
-            if script is not None:
-                return respond(request, script), "hit"
-
         script_request = ScriptRequest(
             target=target,
             public_url=public_url,
@@ -639,6 +649,8 @@ class ScriptService:
                 report(script.guard_failure, target.rule, where, False)
             return respond(request, script), "bypass"
 
+        key = cache_key(target, public_url, geo)
+        assert key is not None
         freshness = Freshness(
             target.rule,
             where,

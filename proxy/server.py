@@ -246,9 +246,8 @@ class Proxy:
     async def _dispatch(
         self, request: web.Request, generation: Generation, outcome: exchange.Record
     ) -> web.StreamResponse:
-        trust = self.settings.trust
         peer = request.remote
-        trusted_peer = trust.is_trusted_peer(peer)
+        trusted_peer = self.settings.trust.is_trusted_peer(peer)
         services = generation.services_for(request, trusted_peer)
 
         target = services.router.match(request.raw_path)
@@ -264,29 +263,32 @@ class Proxy:
             )
         services.tag_ids.check(target)
 
-        visitor = trust.visitor(
-            peer, request.headers.getall(h.X_FORWARDED_FOR, []), request.headers
-        )
         public_url = services.site.public_url_for(request, trusted_peer)
         geo = self.settings.geo.read(request.headers) if trusted_peer else None
-
-        if isinstance(target.route, RelayRoute):
-            if target.route.websocket is not None:
-                return await self.websockets.relay(
-                    request,
-                    target,
-                    services.site,
-                    services.privacy,
-                    public_url,
-                    visitor,
-                    outcome,
-                )
-            return await services.relays.relay(
-                request, target, public_url, visitor, outcome, geo=geo
+        if not isinstance(target.route, RelayRoute):
+            return await self._script(
+                request, services, target, public_url, geo, outcome
             )
-        return await self._script(
-            request, services, target, public_url, visitor, geo, outcome
+
+        visitor = self._visitor(request, peer)
+        if target.route.websocket is not None:
+            return await self.websockets.relay(
+                request,
+                target,
+                services.site,
+                services.privacy,
+                public_url,
+                visitor,
+                outcome,
+            )
+        return await services.relays.relay(
+            request, target, public_url, visitor, outcome, geo=geo
         )
+
+    def _visitor(self, request: web.Request, peer: str | None) -> str:
+        """The visitor's address, believing forwarding headers of trusted peers."""
+        forwarded_for = request.headers.getall(h.X_FORWARDED_FOR, [])
+        return self.settings.trust.visitor(peer, forwarded_for, request.headers)
 
     async def _script(
         self,
@@ -294,7 +296,6 @@ class Proxy:
         services: Services,
         target: Target,
         public_url: URL,
-        visitor: str,
         geo: Geo | None,
         outcome: dict[str, object],
     ) -> web.StreamResponse:
@@ -302,20 +303,26 @@ class Proxy:
             raise MethodNotAllowed(
                 "scripts are fetched with GET", headers={"Allow": "GET, HEAD"}
             )
-        address = services.privacy.script_visitor(target.rule, visitor)
-        response, how = await services.scripts.serve(
-            request, target, public_url, address, geo
-        )
+        # Most script requests are hits: they need neither the visitor's
+        # address nor anything else a fill would.
+        response: web.StreamResponse | None
+        response = services.scripts.hit(request, target, public_url, geo)
+        how = "hit"
+        if response is None:
+            visitor = self._visitor(request, request.remote)
+            address = services.privacy.script_visitor(target.rule, visitor)
+            response, how = await services.scripts.serve(
+                request, target, public_url, address, geo
+            )
         outcome[exchange.CACHE] = how
-        tracing.note(outcome, cache=how)
+        if exchange.TRACE in outcome:
+            tracing.note(outcome, cache=how)
         metrics.script_cache(target.rule.vendor, how)
         # Vendors fetch() their JSON config (Reddit, Segment): from the site
         # to a tagproxy subdomain that is cross-origin and needs the same
         # CORS answer a relay gives; <script> loads send no Origin.
         if h.ORIGIN in request.headers:
-            response.headers.update(
-                cors_headers(request, self.settings.site, public_url)
-            )
+            response.headers.update(cors_headers(request, services.site, public_url))
             add_vary(response.headers, "Origin")
         return response
 
