@@ -165,10 +165,15 @@ class AccessLog:
     def enabled(self) -> bool:
         return self.logger.isEnabledFor(logging.INFO)
 
-    def write(self, message: str, fields: dict[str, object]) -> None:
+    @property
+    def wants_fields(self) -> bool:
+        """Whether `write` needs the fields, or only the plain message."""
+        return self._json or self._handler is None
+
+    def write(self, message: str, fields: dict[str, object] | None) -> None:
         handler = self._handler
         if handler is None:
-            self.logger.info("%s", message, extra={"access": fields})
+            self.logger.info("%s", message, extra={"access": fields or {}})
             return
         now = time.time()
         second = int(now)
@@ -190,7 +195,7 @@ class AccessLog:
         }
         if self._worker is not None:
             out["worker"] = self._worker
-        out.update(fields)
+        out.update(fields or {})
         handler.add(json.dumps(out, default=str) + "\n")
 
 

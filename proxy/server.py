@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import re
@@ -358,42 +359,72 @@ class Proxy:
         if not ACCESS.enabled():
             return
         # The path without its query: beacon queries carry personal data.
-        path = request.raw_path.partition("?")[0]
-        upstream_s = outcome.get(exchange.UPSTREAM_SECONDS)
-        host = request.host
+        method, path = request.method, request.raw_path.partition("?")[0]
+        host, peer = request.host, request.remote
+        get = outcome.get
+        vendor, route = get(exchange.VENDOR, "-"), get(exchange.ROUTE, "-")
+        upstream_status, cache = (
+            get(exchange.UPSTREAM_STATUS, "-"),
+            get(exchange.CACHE, "-"),
+        )
+        bytes_in = get(exchange.BYTES_IN)
+        if bytes_in is None:
+            bytes_in = request.content_length or 0
+        bytes_out = _bytes_out(response)
+        ms = round(took * 1000, 1)
+        upstream_s = get(exchange.UPSTREAM_SECONDS)
+        upstream_ms = (
+            round(upstream_s * 1000, 1) if isinstance(upstream_s, float) else "-"
+        )
+        extra = _extra_fields(outcome)
+
+        # In the plain line, what the client chose (Host, path) is quoted
+        # when it could pass for more fields ("x status=200").
+        message = (
+            f'"{method} {_quote_path(path)}" host={_plain_value(host)} '
+            f"status={status} vendor={vendor} route={route} "
+            f"upstream_status={upstream_status} cache={cache} bytes_in={bytes_in} "
+            f"bytes_out={bytes_out} ms={ms} upstream_ms={upstream_ms} peer={peer}"
+        )
+        if extra:
+            message += "".join([f" {k}={v}" for k, v in extra.items()])
+        if not ACCESS.wants_fields:
+            ACCESS.write(message, None)
+            return
+        # The JSON format writes the fields themselves, unquoted.
         fields: dict[str, object] = {
-            "method": request.method,
+            "method": method,
             "path": path,
             "host": host,
             "status": status,
-            "vendor": outcome.get(exchange.VENDOR, "-"),
-            "route": outcome.get(exchange.ROUTE, "-"),
-            "upstream_status": outcome.get(exchange.UPSTREAM_STATUS, "-"),
-            "cache": outcome.get(exchange.CACHE, "-"),
-            "bytes_in": outcome.get(exchange.BYTES_IN, request.content_length or 0),
-            "bytes_out": _bytes_out(response),
-            "ms": round(took * 1000, 1),
-            "upstream_ms": (
-                round(upstream_s * 1000, 1) if isinstance(upstream_s, float) else "-"
-            ),
-            "peer": request.remote,
+            "vendor": vendor,
+            "route": route,
+            "upstream_status": upstream_status,
+            "cache": cache,
+            "bytes_in": bytes_in,
+            "bytes_out": bytes_out,
+            "ms": ms,
+            "upstream_ms": upstream_ms,
+            "peer": peer,
         }
-        if exchange.PRIVACY in outcome:
-            fields["privacy"] = outcome[exchange.PRIVACY]
-        if exchange.ERROR in outcome:
-            fields["error"] = outcome[exchange.ERROR]
-        socket = outcome.get(exchange.WEBSOCKET)
-        if isinstance(socket, dict):
-            fields.update(socket)  # at close: counts of the whole connection
-        # The JSON format writes the fields themselves. In the plain line,
-        # what the client chose (Host, path) is quoted when it could pass for
-        # more fields ("x status=200").
-        rest = [f"{k}={v}" for k, v in fields.items()][3:]
-        text = " ".join([f"host={_plain_value(host)}", *rest])
-        message = f'"{request.method} {_quote_path(path)}" {text}'
+        fields.update(extra)
         ACCESS.write(message, fields)
 
 
+def _extra_fields(outcome: exchange.Record) -> dict[str, object]:
+    """What only some requests have to say: privacy, errors, WebSocket counts."""
+    extra: dict[str, object] = {}
+    if exchange.PRIVACY in outcome:
+        extra["privacy"] = outcome[exchange.PRIVACY]
+    if exchange.ERROR in outcome:
+        extra["error"] = outcome[exchange.ERROR]
+    socket = outcome.get(exchange.WEBSOCKET)
+    if isinstance(socket, dict):
+        extra.update(socket)  # at close: counts of the whole connection
+    return extra
+
+
+@functools.lru_cache(maxsize=1024)
 def _plain_value(value: str) -> str:
     if _PLAIN_SAFE.fullmatch(value):
         return value
