@@ -237,7 +237,10 @@ class RelayService:
             allow = ", ".join(sorted(route.methods))
             raise MethodNotAllowed("method not allowed here", headers={"Allow": allow})
 
-        body = await body_within(self.body_timeout, read_body(request, route.max_body))
+        body = b""
+        if request.body_exists:  # pixels and GET beacons: nothing to wait for
+            reading = read_body(request, route.max_body)
+            body = await body_within(self.body_timeout, reading)
         outcome["bytes_in"] = len(body)
         encoding = request.headers.get(h.CONTENT_ENCODING, "")
         if route.envelope is not None:
