@@ -168,10 +168,27 @@ class AccessLog:
     @property
     def wants_fields(self) -> bool:
         """Whether `write` needs the fields, or only the plain message."""
-        return self._json or self._handler is None
+        return self._json or self._direct() is None
+
+    def _direct(self) -> BatchingHandler | None:
+        """Our handler, while it is still the one and only output.
+
+        Anything that changed the logging set-up since (a test's log
+        capture, an embedding application) gets records as usual.
+        """
+        handler = self._handler
+        handlers = logging.root.handlers
+        if (
+            handler is None
+            or len(handlers) != 1
+            or handlers[0] is not handler
+            or self.logger.handlers
+        ):
+            return None
+        return handler
 
     def write(self, message: str, fields: dict[str, object] | None) -> None:
-        handler = self._handler
+        handler = self._direct()
         if handler is None:
             self.logger.info("%s", message, extra={"access": fields or {}})
             return

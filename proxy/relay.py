@@ -92,8 +92,7 @@ def request_headers(
     hop = connection_tokens(incoming)
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in incoming.items():
-        lower = name.lower()
-        if policy.passes_header(lower) and lower not in hop:
+        if policy.passes(name) and (not hop or name.lower() not in hop):
             out.add(name, value)
 
     cookies = filter_cookie_header(incoming.getall(h.COOKIE, []), policy.cookies)

@@ -14,7 +14,7 @@ import fnmatch
 import functools
 import ipaddress
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 from aiohttp import web
@@ -27,6 +27,8 @@ _HOST: Final = re.compile(
     r"(?:[A-Za-z0-9.-]+|\[(?P<v6>[0-9A-Fa-f:.]+)\])(?::(?P<port>\d{1,5}))?"
 )
 _PREFIX: Final = re.compile(r"(?:/[A-Za-z0-9._~-]+)*")
+# Origins come from visitors: the answers kept per site stop growing here.
+_MEMO_MAX: Final = 1024
 # What a browser sends as Origin for a page on http(s): nothing else is one.
 _ORIGIN: Final = re.compile(
     r"https?://(?:[a-z0-9.-]+|\[[0-9a-f:.]+\])(?::\d{1,5})?", re.IGNORECASE
@@ -72,7 +74,21 @@ class Site:
     cookie_domain: str | None
     allowed_origins: OriginMatcher
 
+    _allowed: dict[tuple[str, URL], bool] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+
     def origin_allowed(self, origin: str, public_url: URL) -> bool:
+        """`origin_allows`, remembered for the origins and public URLs seen."""
+        key = (origin, public_url)
+        known = self._allowed.get(key)
+        if known is None:
+            known = self.origin_allows(origin, public_url)
+            if len(self._allowed) < _MEMO_MAX:
+                self._allowed[key] = known
+        return known
+
+    def origin_allows(self, origin: str, public_url: URL) -> bool:
         """Explicit origins, else the public URL's own origin and the cookie domain.
 
         Anything that is not a well-formed origin is refused first, so a

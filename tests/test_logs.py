@@ -37,11 +37,18 @@ def through_logging(formatter: logging.Formatter) -> str:
 
 
 def direct(json_lines: bool, worker: int | None = None) -> str:
+    """The line written while `handler` is the only output, as serve sets up."""
     out = io.StringIO()
     handler = BatchingHandler(out)
     access = AccessLog()
     access.direct_to(handler, json_lines, worker)
-    access.write(MESSAGE, FIELDS)  # no event loop runs: written at once
+    root = logging.getLogger()
+    saved = root.handlers[:]
+    root.handlers[:] = [handler]
+    try:
+        access.write(MESSAGE, FIELDS)  # no event loop runs: written at once
+    finally:
+        root.handlers[:] = saved
     return out.getvalue()
 
 
@@ -72,3 +79,13 @@ def test_without_setup_lines_go_through_the_logger(caplog) -> None:  # type: ign
     (record,) = caplog.records
     assert record.getMessage() == MESSAGE
     assert record.access == FIELDS
+
+
+def test_once_the_output_changes_lines_go_through_the_logger(caplog) -> None:  # type: ignore[no-untyped-def]
+    access = AccessLog()
+    access.direct_to(BatchingHandler(io.StringIO()), False, None)  # not installed
+    caplog.set_level(logging.INFO, logger=ACCESS_LOGGER)
+    assert access.wants_fields
+    access.write(MESSAGE, FIELDS)
+    (record,) = caplog.records
+    assert record.getMessage() == MESSAGE

@@ -19,6 +19,9 @@ from .variables import Variable
 if TYPE_CHECKING:
     from ..privacy.model import PrivacyPolicy
 
+# Answers kept per matcher or policy for names seen before. Names come from
+# visitors (header and cookie names), so the memo stops growing here.
+MEMO_MAX: Final = 1024
 DNS_LABEL: Final = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 
 
@@ -62,10 +65,17 @@ class NameMatcher:
             regex = re.compile("|".join(f"(?:{part})" for part in parts))
         return cls(patterns, exact, regex)
 
+    _known: dict[str, bool] = field(default_factory=dict, compare=False, repr=False)
+
     def __call__(self, name: str) -> bool:
-        if name in self.exact:
-            return True
-        return self.regex is not None and self.regex.fullmatch(name) is not None
+        known = self._known.get(name)
+        if known is None:
+            known = name in self.exact or (
+                self.regex is not None and self.regex.fullmatch(name) is not None
+            )
+            if len(self._known) < MEMO_MAX:
+                self._known[name] = known
+        return known
 
     def __bool__(self) -> bool:
         return bool(self.patterns)
@@ -277,6 +287,16 @@ class RequestPolicy:
     client_ip: tuple[IpPassing, ...]
     # Headers that get the visitor's "CC-RR" location from a trusted CDN.
     geo_headers: tuple[str, ...] = ()
+    _passes: dict[str, bool] = field(default_factory=dict, compare=False, repr=False)
+
+    def passes(self, name: str) -> bool:
+        """`passes_header` for a name in any case, remembered per name."""
+        known = self._passes.get(name)
+        if known is None:
+            known = self.passes_header(name.lower())
+            if len(self._passes) < MEMO_MAX:
+                self._passes[name] = known
+        return known
 
     def passes_header(self, lower_name: str) -> bool:
         if lower_name in self.headers:
