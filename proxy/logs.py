@@ -20,6 +20,7 @@ from .config import Settings
 PLAIN_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 ACCESS_LOGGER: Final = "tagproxy.access"
 MAX_BATCH: Final = 4096  # PIPE_BUF on Linux: larger pipe writes may interleave
+FLUSH_AFTER: Final = 0.01  # seconds a logged line may wait for its batch
 
 
 class SecondsFormatter(logging.Formatter):
@@ -67,23 +68,24 @@ class JsonFormatter(SecondsFormatter):
 
 
 class BatchingHandler(logging.StreamHandler[TextIO]):
-    """Writes the lines logged in one event-loop turn with one write.
+    """Writes the lines logged within a few milliseconds with one write.
 
     At thousands of requests a second a write per access line costs more CPU
-    than the rest of the line's logging (measured in bench/). Lines logged
-    while an event loop runs are written when the loop's current turn ends,
-    so nothing waits for a timer and a killed process loses at most that
-    turn's lines; warnings and errors, and lines logged outside a loop (start
-    and stop, worker threads), are written at once. A batch stays within
-    PIPE_BUF bytes, so workers sharing one stderr pipe never interleave
-    inside a line.
+    than the rest of the line's logging (measured in bench/), and so did a
+    write per event-loop turn (a turn often serves one request). Lines logged
+    while an event loop runs are written when a batch is full or FLUSH_AFTER
+    after its first line, so a killed process loses at most those few
+    milliseconds of lines; warnings and errors, and lines logged outside a
+    loop (start and stop, worker threads), are written at once. A batch stays
+    within PIPE_BUF bytes, so workers sharing one stderr pipe never
+    interleave inside a line.
     """
 
     def __init__(self, stream: TextIO) -> None:
         super().__init__(stream)
         self._pending: list[str] = []
         self._size = 0
-        self._scheduled: asyncio.AbstractEventLoop | None = None
+        self._scheduled: asyncio.TimerHandle | None = None
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -103,19 +105,21 @@ class BatchingHandler(logging.StreamHandler[TextIO]):
             self.flush()
 
     def _flush_later(self) -> bool:
+        if self._scheduled is not None:
+            return True  # a flush is due already
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return False
-        if self._scheduled is not loop:
-            loop.call_soon(self.flush)
-            self._scheduled = loop
+        self._scheduled = loop.call_later(FLUSH_AFTER, self.flush)
         return True
 
     def flush(self) -> None:
         self.acquire()
         try:
-            self._scheduled = None
+            if self._scheduled is not None:
+                self._scheduled.cancel()
+                self._scheduled = None
             if not self._pending:
                 return
             lines, self._pending, self._size = self._pending, [], 0

@@ -137,6 +137,10 @@ async def serve(
     await runner.cleanup()
     if admin is not None:
         await admin.cleanup()
+    # Batched log lines wait a few milliseconds; worker processes end
+    # without the logging module's exit hook, so nothing may wait now.
+    for handler in logging.getLogger().handlers:
+        handler.flush()
 
 
 async def start_admin(app: web.Application, listen: tuple[str, int]) -> web.AppRunner:

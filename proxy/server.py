@@ -8,7 +8,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -228,7 +228,10 @@ class Proxy:
         response: web.StreamResponse | None = None
         status = 500
         try:
-            response = await self._dispatch(request, generation, outcome)
+            answer = self._dispatch(request, generation, outcome)
+            if not isinstance(answer, web.StreamResponse):
+                answer = await answer
+            response = answer
             status = response.status
             return response
         except Rejection as exc:
@@ -244,9 +247,12 @@ class Proxy:
             self._count(status, outcome, took)
             self._log(request, response, status, outcome, took)
 
-    async def _dispatch(
+    def _dispatch(
         self, request: web.Request, generation: Generation, outcome: exchange.Record
-    ) -> web.StreamResponse:
+    ) -> web.StreamResponse | Coroutine[Any, Any, web.StreamResponse]:
+        """Route the request; answer what needs no waiting (cached scripts) at
+        once, else return the coroutine that will. Most requests for scripts
+        are hits, and every coroutine layer costs them time."""
         peer = request.remote
         trusted_peer = self.settings.trust.is_trusted_peer(peer)
         services = generation.services_for(request, trusted_peer)
@@ -267,13 +273,20 @@ class Proxy:
         public_url = services.site.public_url_for(request, trusted_peer)
         geo = self.settings.geo.read(request.headers) if trusted_peer else None
         if not isinstance(target.route, RelayRoute):
-            return await self._script(
-                request, services, target, public_url, geo, outcome
+            if request.method not in _SCRIPT_METHODS:
+                raise MethodNotAllowed(
+                    "scripts are fetched with GET", headers={"Allow": "GET, HEAD"}
+                )
+            response = services.scripts.hit(request, target, public_url, geo)
+            if response is None:
+                return self._fill(request, services, target, public_url, geo, outcome)
+            return self._script_answer(
+                request, services, public_url, response, "hit", outcome
             )
 
         visitor = self._visitor(request, peer)
         if target.route.websocket is not None:
-            return await self.websockets.relay(
+            return self.websockets.relay(
                 request,
                 target,
                 services.site,
@@ -282,7 +295,7 @@ class Proxy:
                 visitor,
                 outcome,
             )
-        return await services.relays.relay(
+        return services.relays.relay(
             request, target, public_url, visitor, outcome, geo=geo
         )
 
@@ -291,34 +304,38 @@ class Proxy:
         forwarded_for = request.headers.getall(h.X_FORWARDED_FOR, [])
         return self.settings.trust.visitor(peer, forwarded_for, request.headers)
 
-    async def _script(
+    async def _fill(
         self,
         request: web.Request,
         services: Services,
         target: Target,
         public_url: URL,
         geo: Geo | None,
-        outcome: dict[str, object],
+        outcome: exchange.Record,
     ) -> web.StreamResponse:
-        if request.method not in _SCRIPT_METHODS:
-            raise MethodNotAllowed(
-                "scripts are fetched with GET", headers={"Allow": "GET, HEAD"}
-            )
-        # Most script requests are hits: they need neither the visitor's
-        # address nor anything else a fill would.
-        response: web.StreamResponse | None
-        response = services.scripts.hit(request, target, public_url, geo)
-        how = "hit"
-        if response is None:
-            visitor = self._visitor(request, request.remote)
-            address = services.privacy.script_visitor(target.rule, visitor)
-            response, how = await services.scripts.serve(
-                request, target, public_url, address, geo
-            )
+        """A script not cached (or past its TTL): from the cache's fill."""
+        visitor = self._visitor(request, request.remote)
+        address = services.privacy.script_visitor(target.rule, visitor)
+        response, how = await services.scripts.serve(
+            request, target, public_url, address, geo
+        )
+        return self._script_answer(
+            request, services, public_url, response, how, outcome
+        )
+
+    def _script_answer(
+        self,
+        request: web.Request,
+        services: Services,
+        public_url: URL,
+        response: web.Response,
+        how: str,
+        outcome: exchange.Record,
+    ) -> web.Response:
         outcome[exchange.CACHE] = how
         if exchange.TRACE in outcome:
             tracing.note(outcome, cache=how)
-        metrics.script_cache(target.rule.vendor, how)
+        metrics.script_cache(str(outcome[exchange.VENDOR]), how)
         # Vendors fetch() their JSON config (Reddit, Segment): from the site
         # to a tagproxy subdomain that is cross-origin and needs the same
         # CORS answer a relay gives; <script> loads send no Origin.
