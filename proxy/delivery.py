@@ -31,7 +31,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
-import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
@@ -39,6 +38,7 @@ from . import headers as h
 from . import metrics
 from .background import TaskSet
 from .errors import ConfigError, UpstreamError
+from .http1 import ClientError, Response
 from .routing import Target
 from .rules import RelayRoute, RuleSet
 from .rules.model import Timeouts
@@ -102,7 +102,7 @@ def backoff(attempt: int, initial: float, most: float, rng: random.Random) -> fl
     return ceiling / 2 + rng.uniform(0, ceiling / 2)
 
 
-def retry_after(response: aiohttp.ClientResponse) -> float | None:
+def retry_after(response: Response) -> float | None:
     """A Retry-After in seconds (the HTTP-date form is not used by beacon
     endpoints we know, and is ignored)."""
     value = response.headers.get(h.RETRY_AFTER, "").strip()
@@ -410,8 +410,8 @@ class Delivery:
         async with response:
             # The status line arrived, so the vendor has answered; the body
             # is read only so the connection can be used again.
-            with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
-                await response.content.read(_READ_LIMIT)
+            with contextlib.suppress(ClientError, OSError, TimeoutError):
+                await response.read_chunk(_READ_LIMIT)
         result = classify(response.status)
         if result is Result.REJECTED:
             log.warning(

@@ -14,8 +14,8 @@ asks of it:
   mistakes are how request smuggling and silently short bodies happen;
 - a connection goes back to the pool only after an answer that arrived in
   full and allowed it; anything else closes it;
-- each request has one deadline, a single loop timer, rather than a
-  timeout object per read.
+- each request has one deadline, checked by one timer for all requests,
+  rather than a timeout object per read.
 
 It never follows redirects, decompresses, keeps cookies or reads proxy
 settings from the environment. Which address to connect to is the caller's
@@ -53,6 +53,9 @@ LOW_WATER: Final = 64 * 1024
 # written in chunks that wait for the socket to drain in between.
 WHOLE_WRITE_MAX: Final = 1024 * 1024
 WRITE_CHUNK: Final = 256 * 1024
+# How often the deadlines of requests in flight are checked: a deadline
+# fires at most this late.
+DEADLINE_TICK: Final = 0.05
 
 # RFC 9110 9.2.2: sending one of these twice has the effect of sending it
 # once, so a request lost to a connection the vendor had just closed may be
@@ -288,7 +291,6 @@ class _Connection(asyncio.Protocol):
 
     __slots__ = (
         "_busy",
-        "_deadline",
         "_done",
         "_head_bytes",
         "_head_size",
@@ -303,6 +305,7 @@ class _Connection(asyncio.Protocol):
         "_writable",
         "client",
         "closed",
+        "deadline",
         "idle_since",
         "loop",
         "parser",
@@ -324,7 +327,7 @@ class _Connection(asyncio.Protocol):
         self.idle_since = 0.0
         self._busy = False
         self._method = ""
-        self._deadline: asyncio.TimerHandle | None = None
+        self.deadline = 0.0  # in loop time, while busy
         self._head_waiter: asyncio.Future[Response] | None = None
         self._writable: asyncio.Future[None] | None = None
         self._paused_writing = False
@@ -351,7 +354,8 @@ class _Connection(asyncio.Protocol):
         self._head_size = self._head_bytes = 0
         waiter: asyncio.Future[Response] = self.loop.create_future()
         self._head_waiter = waiter
-        self._deadline = self.loop.call_at(deadline, self._expire)
+        self.deadline = deadline
+        self.client._watch(self)
         try:
             if not body:
                 transport.write(head)
@@ -514,15 +518,12 @@ class _Connection(asyncio.Protocol):
         self.response = None
         self._busy = False
         self._done = False
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
+        self.client._watched.discard(self)
         self.resume_reading()
 
     # --- failing and closing --------------------------------------------------
 
     def _expire(self) -> None:
-        self._deadline = None
         self._fail(TimeoutError("upstream did not answer in time"))
 
     def _fail(self, error: BaseException) -> None:
@@ -604,6 +605,8 @@ class Client:
         self._pools: dict[Origin, _Pool] = {}
         self._conns: set[_Connection] = set()
         self._sweeper: asyncio.TimerHandle | None = None
+        self._watched: set[_Connection] = set()  # busy, with a deadline
+        self._ticker: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.closed = False
 
@@ -631,7 +634,9 @@ class Client:
         """
         if self.closed:
             raise ClientError("client closed")
-        conn = await self._acquire(origin, connect_timeout, deadline, fresh=False)
+        conn = self._idle(origin)
+        if conn is None:
+            conn = await self._open(origin, connect_timeout, deadline)
         try:
             return await conn.send(method, head, body, deadline)
         except _Stale:
@@ -646,7 +651,7 @@ class Client:
         except BaseException:
             conn.close()
             raise
-        conn = await self._acquire(origin, connect_timeout, deadline, fresh=True)
+        conn = await self._open(origin, connect_timeout, deadline)
         try:
             return await conn.send(method, head, body, deadline)
         except BaseException:
@@ -655,9 +660,10 @@ class Client:
 
     async def close(self) -> None:
         self.closed = True
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            self._sweeper = None
+        for timer in (self._sweeper, self._ticker):
+            if timer is not None:
+                timer.cancel()
+        self._sweeper = self._ticker = None
         for pool in self._pools.values():
             while pool.waiters:
                 waiter = pool.waiters.popleft()
@@ -670,27 +676,55 @@ class Client:
     def _tls(self) -> ssl.SSLContext:
         return self._ssl or _default_tls()
 
+    # --- deadlines -------------------------------------------------------------
+
+    def _watch(self, conn: _Connection) -> None:
+        """Check `conn`'s deadline until its exchange ends.
+
+        One timer ticks for all requests while any is in flight: a timer per
+        request cost uvloop about as much as parsing the answer (a libuv
+        handle created, started, stopped and closed every time).
+        """
+        self._watched.add(conn)
+        if self._ticker is None:
+            self._ticker = self.loop.call_later(DEADLINE_TICK, self._tick)
+
+    def _tick(self) -> None:
+        self._ticker = None
+        now = self.loop.time()
+        for conn in [c for c in self._watched if c.deadline <= now]:
+            conn._expire()
+        if self._watched:
+            self._ticker = self.loop.call_later(DEADLINE_TICK, self._tick)
+
     # --- the pool -------------------------------------------------------------
 
-    async def _acquire(
-        self, origin: Origin, connect_timeout: float, deadline: float, fresh: bool
+    def _idle(self, origin: Origin) -> _Connection | None:
+        """The most recently used idle connection still fit for reuse."""
+        pool = self._pools.get(origin)
+        if pool is None or not pool.idle:
+            return None
+        idle = pool.idle
+        oldest = self.loop.time() - self._idle_timeout
+        while idle:
+            conn = idle.pop()
+            if (
+                not conn.closed
+                and conn.idle_since > oldest
+                and conn.transport is not None
+                and not conn.transport.is_closing()
+            ):
+                return conn
+            conn.close()
+        return None
+
+    async def _open(
+        self, origin: Origin, connect_timeout: float, deadline: float
     ) -> _Connection:
+        """A new connection, once the origin is under its limit."""
         pool = self._pools.get(origin)
         if pool is None:
             pool = self._pools[origin] = _Pool()
-        idle = pool.idle
-        if idle and not fresh:
-            oldest = self.loop.time() - self._idle_timeout
-            while idle:
-                conn = idle.pop()
-                if (
-                    not conn.closed
-                    and conn.idle_since > oldest
-                    and conn.transport is not None
-                    and not conn.transport.is_closing()
-                ):
-                    return conn
-                conn.close()
         if pool.open >= self._limit:
             handed = await self._wait_for_slot(pool, deadline)
             if handed is not None:

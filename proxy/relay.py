@@ -12,7 +12,6 @@ import logging
 from typing import Final
 from urllib.parse import quote, unquote_plus
 
-import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
@@ -25,6 +24,7 @@ from .delivery import Delivery, durable_answer
 from .envelope import envelope_target
 from .errors import MethodNotAllowed, PayloadTooLarge, UpstreamError
 from .geo import Geo, set_geo_headers
+from .http1 import ClientError, Response
 from .jsonbody import client_ip_in_body
 from .limits import DEFAULT_BODY_TIMEOUT, body_within, continue_if_expected
 from .privacy import Decision, Privacy
@@ -70,10 +70,10 @@ async def read_body(request: web.Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def _read_whole(upstream: aiohttp.ClientResponse, host: str) -> bytes:
+async def _read_whole(upstream: Response, host: str) -> bytes:
     try:
         return await upstream.read()
-    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+    except (ClientError, OSError, TimeoutError) as exc:
         raise translate(exc, host) from exc
 
 
@@ -331,7 +331,7 @@ class RelayService:
     async def _answer(
         self,
         request: web.Request,
-        upstream: aiohttp.ClientResponse,
+        upstream: Response,
         target: Target,
         public_url: URL,
         decision: Decision | None = None,
@@ -369,8 +369,8 @@ class RelayService:
         await out.prepare(request)
         while True:
             try:
-                chunk = await upstream.content.read(_CHUNK)
-            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                chunk = await upstream.read_chunk(_CHUNK)
+            except (ClientError, OSError, TimeoutError) as exc:
                 cut_client(request, translate(exc, target.upstream_host))
                 return out
             if not chunk:
@@ -381,7 +381,7 @@ class RelayService:
 
     def _copy_headers(
         self,
-        upstream: aiohttp.ClientResponse,
+        upstream: Response,
         out: web.StreamResponse,
         target: Target,
         public_url: URL,

@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from typing import Final
 from urllib.parse import unquote_plus
 
-import aiohttp
 import brotli
 from aiohttp import web
 from cachetools import LRUCache
@@ -37,6 +36,7 @@ from . import headers as h
 from .background import TaskSet
 from .errors import UpstreamError
 from .geo import Geo, set_geo_headers
+from .http1 import ClientError, Response
 from .rewrite import (
     BodyKind,
     ExtraRewrite,
@@ -407,7 +407,7 @@ async def fetch_script(
                 f"upstream {target.upstream_host} redirected a script; not followed",
                 kind="redirect",
             )
-        raw = await _read_capped(response.content, target.upstream_host)
+        raw = await _read_capped(response, target.upstream_host)
         encoding = response.headers.get(h.CONTENT_ENCODING, "identity")
         upstream_headers = response.headers.copy()
         status = response.status
@@ -443,18 +443,18 @@ async def fetch_script(
     )
 
 
-async def _read_capped(content: aiohttp.StreamReader, host: str) -> bytes:
+async def _read_capped(response: Response, host: str) -> bytes:
     chunks: list[bytes] = []
     size = 0
     try:
-        async for chunk in content.iter_chunked(256 * 1024):
+        while chunk := await response.read_chunk(256 * 1024):
             size += len(chunk)
             if size > MAX_SCRIPT_BYTES:
                 raise UpstreamError(
                     f"script from {host} is larger than we serve", kind="bad_body"
                 )
             chunks.append(chunk)
-    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+    except (ClientError, OSError, TimeoutError) as exc:
         # A body cut short (a lying Content-Length, a reset) is the vendor's
         # failure like any other: 502, and nothing of it is cached.
         raise translate(exc, host) from exc

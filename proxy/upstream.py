@@ -5,6 +5,9 @@ visitor sent; the resolver refuses vendor names that resolve into loopback,
 private, link-local or metadata ranges (DNS rebinding, a hostile zone), unless
 the operator named that destination in an override. Redirects are never
 followed here: the relay decides what a Location may become.
+
+Requests go through tagproxy's own HTTP/1.1 client (http1.py); WebSockets
+through aiohttp. Both connect only to addresses this module resolved.
 """
 
 from __future__ import annotations
@@ -12,10 +15,10 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import functools
-import io
 import ipaddress
 import logging
 import socket
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -26,7 +29,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from multidict import CIMultiDict
 from yarl import URL
 
-from . import exchange
+from . import exchange, http1
 from .errors import ConfigError, UpstreamError, UpstreamTimeout
 from .headers import HOST, LOCATION
 from .rules.model import Timeouts
@@ -44,7 +47,7 @@ _DNS_TIMEOUT: Final = 5.0
 _MAX_BASES: Final = 4096
 # How long an address that refused a connection is tried after the others.
 _FAILED_ADDRESS_TTL: Final = 30.0
-_LARGE_BODY: Final = 1024 * 1024
+_DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 _WS_CLOSE_WAIT: Final = 5.0  # for the vendor's answer to our close frame
 _WS_DEFLATE_BITS: Final = 15  # offer permessage-deflate, as browsers do
 
@@ -230,58 +233,69 @@ def _result(host: str, address: str, port: int, family: int) -> ResolveResult:
 
 
 @dataclass(frozen=True, slots=True)
+class Base:
+    """Where one vendor origin's requests go, worked out once per origin."""
+
+    url: str  # "https://www.example.com" or an override's base URL
+    scheme: str
+    host: str  # a name to resolve, or an address (an override's)
+    port: int
+    prefix: str  # an override's path, put before every target
+    is_ip: bool
+    server_name: str | None  # the name TLS verifies (the vendor's); None: http
+
+
+@dataclass(frozen=True, slots=True)
 class Prepared:
     """A request ready to send: where it connects and the Host it names."""
 
-    url: URL
+    base: Base
+    target: str  # path and query, already encoded, as sent on the request line
     host_header: str
+
+    @property
+    def url(self) -> URL:
+        """For logs and traces; the request path itself never builds a URL."""
+        return URL(self.base.url + self.target, encoded=True)
 
 
 class Upstream:
     """The shared client session and the overrides that redirect vendor origins."""
 
     def __init__(
-        self, overrides: tuple[Override, ...] = (), dns_servers: tuple[str, ...] = ()
+        self,
+        overrides: tuple[Override, ...] = (),
+        dns_servers: tuple[str, ...] = (),
+        *,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
+        """`ssl_context` is for tests with a CA of their own; production
+        verifies vendors against the system's CA store."""
         self.overrides = overrides
         names = frozenset(o.base.host for o in overrides if o.base.host)
         self.resolver = GuardedResolver(names, nameservers=dns_servers)
         self._failed: dict[str, float] = {}
+        # The vendor gets the client's headers, never defaults of ours (no
+        # invented User-Agent, Accept or Content-Type), no cookie jar, no
+        # decompression, no proxy from the environment, no redirects.
+        self.session = http1.Client(ssl_context=ssl_context)
+
+        # aiohttp's ws_connect follows redirects and has no switch for it. This
+        # session refuses a redirect before it is followed: a vendor may not
+        # send our upgrade anywhere its rule does not name. No total timeout:
+        # the socket lives as long as the route's idle timeout allows; the
+        # handshake gets the route's timeout.
         connector = aiohttp.TCPConnector(
             resolver=self.resolver,
             use_dns_cache=False,
             limit=0,
             limit_per_host=256,
-            keepalive_timeout=30,
             enable_cleanup_closed=False,
         )
-        self.session = aiohttp.ClientSession(
-            connector=connector,
-            cookie_jar=aiohttp.DummyCookieJar(),
-            auto_decompress=False,
-            # The vendor gets the client's headers, never defaults of ours:
-            # no invented User-Agent, nor a Content-Type the browser did
-            # not send (aiohttp labels bytes application/octet-stream).
-            skip_auto_headers=(
-                "User-Agent",
-                "Accept",
-                "Accept-Encoding",
-                "Content-Type",
-            ),
-            trust_env=False,
-            raise_for_status=False,
-        )
-
-        # aiohttp's ws_connect follows redirects and has no switch for it. This
-        # session shares the connector and refuses a redirect before it is
-        # followed: a vendor may not send our upgrade anywhere its rule does
-        # not name. No total timeout: the socket lives as long as the route's
-        # idle timeout allows; the handshake gets the route's timeout.
         refuse = aiohttp.TraceConfig()
         refuse.on_request_redirect.append(_refuse_redirect)
         self.websockets = aiohttp.ClientSession(
             connector=connector,
-            connector_owner=False,
             cookie_jar=aiohttp.DummyCookieJar(),
             skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
             trust_env=False,
@@ -289,10 +303,8 @@ class Upstream:
             trace_configs=[refuse],
         )
 
-        # Per-request work built once: where each vendor origin connects, and
-        # the client timeout object of each route's timeouts.
-        self._bases: dict[tuple[str, str], str] = {}
-        self._timeouts: dict[Timeouts, aiohttp.ClientTimeout] = {}
+        # Per-request work built once: where each vendor origin connects.
+        self._bases: dict[tuple[str, str], Base] = {}
 
     async def close(self) -> None:
         await self.websockets.close()
@@ -303,28 +315,31 @@ class Upstream:
         base = self._bases.get((scheme, host))
         if base is None:
             base = self._base(scheme, host)
-        return Prepared(URL(base + path_and_query, encoded=True), host)
+        return Prepared(base, base.prefix + path_and_query, host)
 
-    def _base(self, scheme: str, host: str) -> str:
-        base = f"{scheme}://{host}"
+    def _base(self, scheme: str, host: str) -> Base:
+        url = URL(f"{scheme}://{host}")
+        vendor_name = url.raw_host
         for override in self.overrides:
             if override.matches(scheme, host):
-                base = str(override.base).rstrip("/")
+                url = override.base
                 break
+        connect = url.raw_host or ""
+        base = Base(
+            url=str(url.with_path("")).rstrip("/"),
+            scheme=url.scheme,
+            host=connect,
+            port=url.port or _DEFAULT_PORTS[url.scheme],
+            prefix=url.raw_path.rstrip("/"),
+            is_ip=_is_ip(connect),
+            # TLS to an override still verifies the vendor's name.
+            server_name=vendor_name if url.scheme == "https" else None,
+        )
         # Hosts come from rules, but a pattern host has many concrete names.
         if len(self._bases) >= _MAX_BASES:
             self._bases.clear()
         self._bases[(scheme, host)] = base
         return base
-
-    def _timeout(self, timeouts: Timeouts) -> aiohttp.ClientTimeout:
-        timeout = self._timeouts.get(timeouts)
-        if timeout is None:
-            timeout = aiohttp.ClientTimeout(
-                total=timeouts.total, sock_connect=timeouts.connect
-            )
-            self._timeouts[timeouts] = timeout
-        return timeout
 
     async def request(
         self,
@@ -333,18 +348,21 @@ class Upstream:
         headers: CIMultiDict[str] | Mapping[str, str],
         body: bytes | None,
         timeouts: Timeouts,
-    ) -> aiohttp.ClientResponse:
+    ) -> http1.Response:
         """Send one request; errors become UpstreamError (502) or UpstreamTimeout.
 
-        A CIMultiDict of headers is taken over (Host is set in it), not copied.
+        The request carries exactly `headers` (no Host, Content-Length or
+        other framing: those are ours), after a Host of the prepared vendor.
         """
-        all_headers = headers if isinstance(headers, CIMultiDict) else None
-        if all_headers is None:
-            all_headers = CIMultiDict(headers)
-        all_headers[HOST] = prepared.host_header
         started = time.monotonic()
         try:
-            response = await self._send(method, prepared, all_headers, body, timeouts)
+            head = http1.encode_request(
+                method, prepared.target, prepared.host_header, headers.items(), body
+            )
+            response = await self._send(method, prepared, head, body, timeouts)
+        except http1.ClientError as exc:  # a request that cannot be written
+            exchange.upstream_failed(time.monotonic() - started)
+            raise translate(exc, prepared.host_header) from exc
         except UpstreamError:
             exchange.upstream_failed(time.monotonic() - started)
             raise
@@ -355,71 +373,49 @@ class Upstream:
         self,
         method: str,
         prepared: Prepared,
-        headers: CIMultiDict[str],
+        head: bytes,
         body: bytes | None,
         timeouts: Timeouts,
-    ) -> aiohttp.ClientResponse:
+    ) -> http1.Response:
         """Connect to an address we resolved (honouring its TTL), not the name.
 
-        aiohttp pools connections by URL host: keyed by name, a pool would
-        keep using a vendor's old address for as long as traffic keeps its
+        Connections are pooled by address: keyed by name, a pool would keep
+        using a vendor's old address for as long as traffic keeps its
         connections alive. Keyed by address, a new answer takes effect at
         once and old connections simply idle out.
         """
-        url = prepared.url
-        host = url.raw_host or ""
-        if _is_ip(host):  # an override to an address: nothing to resolve
-            return await self._attempt(method, url, headers, body, timeouts, None)
+        base = prepared.base
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeouts.total
+        if base.is_ip:  # an override to an address: nothing to resolve
+            addresses = [base.host]
+        else:
+            addresses = await self._addresses(
+                base.host, base.port, prepared.host_header
+            )
 
-        deadline = time.monotonic() + timeouts.total
         error: BaseException | None = None
-        for address in await self._addresses(host, url.port, prepared.host_header):
-            left = deadline - time.monotonic()
-            if left <= 0:
+        for address in addresses:
+            if loop.time() >= deadline:
                 break
             try:
-                return await self._attempt(
-                    method, url.with_host(address), headers, body, timeouts, left
+                return await self.session.request(
+                    method,
+                    (address, base.port, base.server_name),
+                    head,
+                    body,
+                    timeouts.connect,
+                    deadline,
                 )
-            except _NotConnected as exc:
+            except http1.ConnectError as exc:
                 # Nothing was sent on a connection that never opened, so the
                 # next address is safe to try, even for a POST.
-                self._note_failed(address)
-                error = exc.__cause__
+                if not base.is_ip:
+                    self._note_failed(address)
+                error = exc
+            except (http1.ClientError, OSError, TimeoutError) as exc:
+                raise translate(exc, prepared.host_header) from exc
         raise translate(error or TimeoutError(), prepared.host_header) from error
-
-    async def _attempt(
-        self,
-        method: str,
-        url: URL,
-        headers: CIMultiDict[str],
-        body: bytes | None,
-        timeouts: Timeouts,
-        left: float | None,
-    ) -> aiohttp.ClientResponse:
-        timeout = self._timeout(timeouts)
-        if left is not None and left < timeouts.total:
-            timeout = aiohttp.ClientTimeout(
-                total=left, sock_connect=min(timeouts.connect, left)
-            )
-        try:
-            return await self.session.request(
-                method,
-                url,
-                headers=headers,
-                data=_payload(body),
-                allow_redirects=False,
-                timeout=timeout,
-                compress=None,
-                chunked=None,
-                server_hostname=headers[HOST] if url.scheme == "https" else None,
-            )
-        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
-            if left is None:
-                raise translate(exc, headers[HOST]) from exc
-            raise _NotConnected() from exc
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise translate(exc, headers[HOST]) from exc
 
     def _note_failed(self, address: str) -> None:
         now = time.monotonic()
@@ -535,18 +531,6 @@ async def _refuse_redirect(
     )
 
 
-def _payload(body: bytes | None) -> bytes | io.BytesIO | None:
-    """Large bodies as a stream: aiohttp warns that raw bytes over a megabyte
-    may hold the event loop, and writes a stream in chunks instead."""
-    if body is None or len(body) <= _LARGE_BODY:
-        return body
-    return io.BytesIO(body)
-
-
-class _NotConnected(Exception):
-    """A connection attempt that never opened (its cause says why)."""
-
-
 @functools.lru_cache(maxsize=4096)
 def _is_ip(host: str) -> bool:
     try:
@@ -557,11 +541,11 @@ def _is_ip(host: str) -> bool:
 
 
 def translate(exc: BaseException, host: str) -> UpstreamError:
-    """Our one boundary between client-library errors and 502/504."""
+    """Our one boundary between client errors and 502/504."""
     if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
         return UpstreamTimeout(f"upstream {host} did not answer in time")
-    if isinstance(exc, aiohttp.ClientConnectorError):
+    if isinstance(exc, http1.ConnectError | aiohttp.ClientConnectorError):
         return UpstreamError(f"cannot connect to upstream {host}", kind="connect")
-    if isinstance(exc, aiohttp.ClientError | OSError):
+    if isinstance(exc, http1.ClientError | aiohttp.ClientError | OSError):
         return UpstreamError(f"upstream {host} failed: {type(exc).__name__}")
     return UpstreamError(f"upstream {host} failed")

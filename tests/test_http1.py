@@ -20,6 +20,11 @@ import uvloop
 from aiohttp import web
 
 from proxy import http1
+from proxy.errors import UpstreamError, UpstreamTimeout
+from proxy.rules.model import Timeouts
+from proxy.upstream import Upstream, parse_override
+
+from .conftest import StartProxy
 
 Step = bytes | str
 CLOSE: Final = "close"  # close the connection (FIN)
@@ -648,6 +653,139 @@ async def test_against_an_aiohttp_server(client: http1.Client) -> None:
     finally:
         await client.close()
         await runner.cleanup()
+
+
+# --- through Upstream and tagproxy ---------------------------------------------
+
+VENDOR: Final = "vendor.test"
+
+
+def upstream_to(peer: Peer, scheme: str = "http", **kw: Any) -> Upstream:
+    override = parse_override(f"https://{VENDOR}={scheme}://127.0.0.1:{peer.port}")
+    return Upstream((override,), **kw)
+
+
+async def upstream_get(upstream: Upstream, total: float = DEADLINE) -> bytes:
+    prepared = upstream.prepare("https", VENDOR, "/p?q=a+b%2F")
+    timeouts = Timeouts(connect=DEADLINE, total=total)
+    async with await upstream.request(
+        "GET", prepared, {"User-Agent": "ua"}, None, timeouts
+    ) as response:
+        return await response.read()
+
+
+async def test_upstream_sends_host_first_and_nothing_else(
+    peers: Callable[..., Peer],
+) -> None:
+    peer = await peers(always(OK)).start()
+    upstream = upstream_to(peer)
+    try:
+        assert await upstream_get(upstream) == b"ok"
+    finally:
+        await upstream.close()
+    assert peer.received[0].head == (
+        b"GET /p?q=a+b%2F HTTP/1.1\r\nHost: vendor.test\r\nUser-Agent: ua\r\n\r\n"
+    )
+
+
+# Every way an upstream can fail ends as a 502 (of a kind the metrics name)
+# or a 504, never as another exception.
+@pytest.mark.parametrize(
+    ("steps", "status", "kind"),
+    [
+        ([b"garbage\r\n\r\n"], 502, "protocol"),
+        (
+            [b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * (70 * 1024) + b"\r\n\r\n"],
+            502,
+            "protocol",
+        ),
+        ([CLOSE], 502, "protocol"),
+        ([HANG], 504, "timeout"),
+    ],
+)
+async def test_upstream_failures_become_502_or_504(
+    peers: Callable[..., Peer], steps: list[Step], status: int, kind: str
+) -> None:
+    peer = await peers(always(*steps)).start()
+    upstream = upstream_to(peer)
+    try:
+        with pytest.raises(UpstreamError) as failed:
+            await upstream_get(upstream, total=0.3)
+    finally:
+        await upstream.close()
+    assert failed.value.status == status
+    assert failed.value.kind == kind
+    assert isinstance(failed.value, UpstreamTimeout) == (status == 504)
+
+
+async def test_upstream_that_refuses_is_a_connect_error() -> None:
+    peer = Peer(always(OK))
+    await peer.start()
+    await peer.stop()
+    upstream = upstream_to(peer)
+    try:
+        with pytest.raises(UpstreamError) as failed:
+            await upstream_get(upstream)
+    finally:
+        await upstream.close()
+    assert (failed.value.status, failed.value.kind) == (502, "connect")
+
+
+# An override to an https address still verifies the vendor's own name.
+async def test_upstream_tls_verifies_the_vendor_name(
+    peers: Callable[..., Peer], ca: trustme.CA
+) -> None:
+    trusting = ssl.create_default_context()
+    ca.configure_trust(trusting)
+    for name, works in ((VENDOR, True), ("someone-else.test", False)):
+        server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ca.issue_cert(name).configure_cert(server)
+        peer = await peers(always(OK)).start(tls=server)
+        upstream = upstream_to(peer, "https", ssl_context=trusting)
+        try:
+            if works:
+                assert await upstream_get(upstream) == b"ok"
+            else:
+                with pytest.raises(UpstreamError) as failed:
+                    await upstream_get(upstream)
+                assert failed.value.kind == "connect"
+        finally:
+            await upstream.close()
+
+
+# Through tagproxy: the vendor's answer head reaches the browser byte for
+# byte, repeated headers and non-ASCII bytes included.
+async def test_relayed_answer_headers_pass_byte_exact(
+    peers: Callable[..., Peer], start_proxy: StartProxy
+) -> None:
+    answer = (
+        b"HTTP/1.1 200 OK\r\nX-Note: caf\xc3\xa9\r\nX-Twice: 1\r\n"
+        b"X-Twice: 2\r\nContent-Length: 2\r\n\r\nok"
+    )
+    peer = await peers(always(answer)).start()
+    url = f"http://127.0.0.1:{peer.port}"
+    proxy = await start_proxy(
+        public_url="https://www.example.com",
+        overrides=[f"https://*.google-analytics.com={url}"],
+    )
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+    try:
+        writer.write(
+            b"GET /gt/ga/www/g/collect?v=2 HTTP/1.1\r\nHost: www.example.com\r\n"
+            b"Connection: close\r\n\r\n"
+        )
+        data = await reader.read()
+    finally:
+        writer.close()
+    head = data.split(b"\r\n\r\n")[0]
+    assert b"\r\nX-Note: caf\xc3\xa9\r\n" in head
+    assert b"\r\nX-Twice: 1\r\nX-Twice: 2\r\n" in head
+    (seen,) = peer.received
+    assert seen.head.startswith(
+        b"GET /g/collect?v=2 HTTP/1.1\r\nHost: www.google-analytics.com\r\n"
+    )
+    assert b"User-Agent" not in seen.head
+    assert b"Content-Type" not in seen.head
 
 
 # --- on uvloop ----------------------------------------------------------------------
