@@ -39,6 +39,12 @@ from harness import (
 RATE: Final = 500  # samples a second
 CONNECTIONS: Final = 50
 _LINE: Final = re.compile(r":\d+\)$")
+# Time inside the event loop's C code (uvloop: polling, socket reads and
+# writes, callbacks) shows as the Python frame that started the loop.
+_EVENT_LOOP: Final = {
+    "run (proxy/runtime.py)": "(event loop)",
+    "run_app (aiohttp/web.py)": "(event loop)",
+}
 
 
 def py_spy_or_exit() -> str:
@@ -69,7 +75,8 @@ def sample(server: Server, load: Load, seconds: int, scratch: Path) -> Counter[s
         counts: Counter[str] = Counter()
         for line in Path(raw.name).read_text().splitlines():
             stack, _, n = line.rpartition(" ")
-            counts[_LINE.sub(")", stack.split(";")[-1])] += int(n)
+            frame = _LINE.sub(")", stack.split(";")[-1])
+            counts[_EVENT_LOOP.get(frame, frame)] += int(n)
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1])  # type: ignore[index]
     per_request = 1e6 / RATE / (rps * seconds)
     return Counter({k: v * per_request for k, v in counts.items()})

@@ -54,12 +54,12 @@ class Trust:
         if peer_ip is None:
             return peer or ""
         if not self.trusts(peer_ip):
-            return str(peer_ip)
+            return _text(peer_ip)
 
         for name in self.ip_headers:
             value = _parse(headers.get(name, "").strip())
             if value is not None:
-                return str(value)
+                return _text(value)
 
         current = peer_ip
         for hop in reversed(_hops(forwarded_for)):
@@ -69,7 +69,7 @@ class Trust:
             current = address
             if not self.trusts(address):
                 break
-        return str(current)
+        return _text(current)
 
     def is_trusted_peer(self, peer: str | None) -> bool:
         return self.trusts(_parse(peer))
@@ -97,3 +97,9 @@ def _parse(text: str | None) -> Address | None:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
         return address.ipv4_mapped
     return address
+
+
+@functools.lru_cache(maxsize=4096)
+def _text(address: Address) -> str:
+    """An address's text form, which ipaddress rebuilds on every str()."""
+    return str(address)

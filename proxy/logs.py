@@ -9,8 +9,11 @@ cookies or beacon query strings: the access fields hold the path only.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import logging
+import os
+import stat
 import sys
 import time
 from typing import Final, TextIO
@@ -19,7 +22,8 @@ from .config import Settings
 
 PLAIN_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 ACCESS_LOGGER: Final = "tagproxy.access"
-MAX_BATCH: Final = 4096  # PIPE_BUF on Linux: larger pipe writes may interleave
+PIPE_BATCH: Final = 4096  # PIPE_BUF on Linux: larger pipe writes may interleave
+FILE_BATCH: Final = 64 * 1024  # to a file or terminal: one write per batch
 FLUSH_AFTER: Final = 0.01  # seconds a logged line may wait for its batch
 
 
@@ -83,6 +87,7 @@ class BatchingHandler(logging.StreamHandler[TextIO]):
 
     def __init__(self, stream: TextIO) -> None:
         super().__init__(stream)
+        self.max_batch = PIPE_BATCH if _is_pipe(stream) else FILE_BATCH
         self._pending: list[str] = []
         self._size = 0
         self._scheduled: asyncio.TimerHandle | None = None
@@ -97,7 +102,7 @@ class BatchingHandler(logging.StreamHandler[TextIO]):
 
     def add(self, line: str, urgent: bool = False) -> None:
         """Queue one formatted line (newline included) for the next write."""
-        if self._size + len(line) > MAX_BATCH:
+        if self._size + len(line) > self.max_batch:
             self.flush()
         self._pending.append(line)
         self._size += len(line)
@@ -130,6 +135,15 @@ class BatchingHandler(logging.StreamHandler[TextIO]):
                 pass  # must not fail the request that logged
         finally:
             self.release()
+
+
+def _is_pipe(stream: TextIO) -> bool:
+    """Whether writes to `stream` may interleave with other processes' writes
+    beyond PIPE_BUF bytes (a pipe, or something we cannot tell)."""
+    try:
+        return stat.S_ISFIFO(os.fstat(stream.fileno()).st_mode)
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        return True
 
 
 class AccessLog:

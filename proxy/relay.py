@@ -8,6 +8,7 @@ cookies by name, and the visitor's address in exactly the way the rule says.
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Final
 from urllib.parse import quote, unquote_plus
@@ -79,10 +80,20 @@ async def _read_whole(upstream: Response, host: str) -> bytes:
 
 def connection_tokens(headers: CIMultiDictProxy[str]) -> frozenset[str]:
     """Header names a Connection header marks as hop-by-hop for this request."""
-    values = headers.getall("Connection", [])
-    return frozenset(
-        t.strip().lower() for v in values for t in v.split(",") if t.strip()
-    )
+    values = headers.getall("Connection", ())
+    if not values:
+        return _NO_TOKENS
+    if len(values) == 1:
+        return _tokens(values[0])  # "keep-alive" or "close", nearly always
+    return frozenset(t for v in values for t in _tokens(v))
+
+
+_NO_TOKENS: Final[frozenset[str]] = frozenset()
+
+
+@functools.lru_cache(maxsize=256)
+def _tokens(value: str) -> frozenset[str]:
+    return frozenset(t.strip().lower() for t in value.split(",") if t.strip())
 
 
 def request_headers(
