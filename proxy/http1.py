@@ -347,6 +347,11 @@ class _Connection(asyncio.Protocol):
     ) -> Response:
         transport = self.transport
         assert transport is not None
+        if self.closed or transport.is_closing():
+            # Handed over by a request that just finished, and closed by the
+            # vendor since.
+            error = _Stale if self.used else Disconnected
+            raise error("connection closed before sending")
         self._busy = True
         self._method = method
         self._received = False
@@ -421,7 +426,7 @@ class _Connection(asyncio.Protocol):
             else:
                 self._fail(ProtocolError(f"malformed answer: {exc}"))
             return
-        except httptools.HttpParserError as exc:
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
             if not self._done:
                 self._fail(ProtocolError(f"malformed answer: {exc}"))
                 return
