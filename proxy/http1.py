@@ -447,6 +447,10 @@ class _Connection(asyncio.Protocol):
         self._reason += reason  # llhttp may hand it over in pieces
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self.response is not None:
+            # A chunked answer's trailers: never passed on, and never kept
+            # to turn up among the next answer's headers on this connection.
+            return
         self._head_size += len(name) + len(value)
         self._raw_headers.append(
             (name.decode("latin-1"), value.decode("utf-8", "surrogateescape"))
