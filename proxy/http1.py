@@ -303,6 +303,7 @@ class _Connection(asyncio.Protocol):
         "_received",
         "_reusable",
         "_writable",
+        "_writing",
         "client",
         "closed",
         "deadline",
@@ -335,6 +336,10 @@ class _Connection(asyncio.Protocol):
         self._received = False  # any byte of the current answer
         self._done = False  # the current answer is complete
         self._reusable = True
+        # A large body is still being written: an answer that arrives first
+        # (a 413) leaves the rest of the body on the connection, and the
+        # vendor would read the next request as more of it.
+        self._writing = False
         self._reason = b""
         self._raw_headers: list[tuple[str, str]] = []
         self._head_size = 0  # header bytes of the current answer
@@ -368,7 +373,11 @@ class _Connection(asyncio.Protocol):
                 transport.write(head + body)
             else:
                 transport.write(head)
-                await self._write_large(body)
+                self._writing = True
+                try:
+                    await self._write_large(body)
+                finally:
+                    self._writing = False
         except (OSError, RuntimeError) as exc:
             # uvloop refuses writes to a transport that is closing.
             error = _Stale if self.used else Disconnected
@@ -517,7 +526,7 @@ class _Connection(asyncio.Protocol):
         self._finish()
         self.used += 1
         response._end()
-        if self._reusable:
+        if self._reusable and not self._writing:
             self.client._release(self)
         else:
             self.close()

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import ssl
+import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -26,10 +28,12 @@ from proxy.upstream import Upstream, parse_override
 
 from .conftest import StartProxy
 
-Step = bytes | str
+Step = bytes | str | float
 CLOSE: Final = "close"  # close the connection (FIN)
+RESET: Final = "reset"  # abort the connection (RST)
 HANG: Final = "hang"  # never answer
 GATE: Final = "gate"  # wait until the test opens the peer's gate
+LINGER_NONE: Final = struct.pack("ii", 1, 0)  # close with a reset
 DEADLINE: Final = 5.0  # generous: only the timeout tests wait for a deadline
 
 
@@ -107,6 +111,14 @@ class Peer:
                 return False
             if step == GATE:
                 await self.gate.wait()
+                continue
+            if step == RESET:
+                sock = writer.get_extra_info("socket")
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_NONE)
+                writer.transport.abort()
+                return False
+            if isinstance(step, float):  # a pause, in seconds
+                await asyncio.sleep(step)
                 continue
             assert isinstance(step, bytes)
             writer.write(step)

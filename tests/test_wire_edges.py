@@ -9,17 +9,31 @@ exact bytes too. Each case was an attack tried on a running tagproxy.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Final
 
+import aiohttp
 import pytest
 
 from proxy import http1
 
 from .conftest import Running, StartProxy
-from .test_http1 import CLOSE, HANG, OK, Peer, Step, always, peer_factory, send
+from .durable_support import eventually
+from .test_http1 import (
+    CLOSE,
+    HANG,
+    OK,
+    RESET,
+    Peer,
+    Step,
+    always,
+    peer_factory,
+    send,
+)
 
 RULES: Final = Path(__file__).resolve().parent / "rules_wire"
 HOST: Final = "wire.vendor.test"
@@ -44,6 +58,7 @@ async def client() -> AsyncIterator[http1.Client]:
 async def proxy_to(start_proxy: StartProxy, peer: Peer) -> Running:
     return await start_proxy(
         rules=[RULES],
+        rule_vars=(),
         public_url="https://www.example.com",
         overrides=[f"https://{HOST}=http://127.0.0.1:{peer.port}"],
     )
@@ -85,3 +100,169 @@ async def test_trailers_do_not_leak_into_the_next_answer(
         assert await second.read() == b"ok"
         assert list(second.headers.items()) == [("Content-Length", "2")]
     assert peer.connections == 1
+
+
+# --- through tagproxy ------------------------------------------------------------
+
+
+def status_of(answer: bytes) -> int:
+    return int(answer.split(b" ", 2)[1]) if answer else 0
+
+
+# A vendor that trickles its answer head a byte at a time keeps the
+# connection busy but never finishes: the visitor gets a 504 once the
+# route's timeout has passed, not when the vendor stops.
+async def test_a_head_trickled_past_the_timeout_is_a_504(
+    peers: Callable[..., Peer], start_proxy: StartProxy
+) -> None:
+    head = b"HTTP/1.1 200 OK\r\nX-Slow: " + b"a" * 200
+    steps: list[Step] = []
+    for byte in head:
+        steps += [bytes([byte]), 0.02]
+    peer = await peers(always(*steps)).start()
+    proxy = await proxy_to(start_proxy, peer)
+    started = time.monotonic()
+    answer = await visit(proxy.port, get(RELAY))
+    assert status_of(answer) == 504
+    assert time.monotonic() - started < ROUTE_TIMEOUT + 2  # not the 4 s trickle
+
+
+def fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+# Visitors that hang up while the vendor has not answered yet: nothing of
+# theirs stays behind (sockets, pool slots), and the next visitors are served
+# on connections the pool reuses.
+async def test_visitors_hanging_up_leave_nothing_behind(
+    peers: Callable[..., Peer], start_proxy: StartProxy
+) -> None:
+    peer = await peers(lambda n: [0.3, OK] if n < 100 else [OK]).start()
+    proxy = await proxy_to(start_proxy, peer)
+    before, tasks = fds(), len(asyncio.all_tasks())
+    writers = []
+    for _ in range(100):
+        _, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+        writer.write(get(RELAY))
+        writers.append(writer)
+    await eventually(lambda: len(peer.received) == 100, what="all requests sent")
+    for writer in writers:
+        writer.close()
+    await asyncio.sleep(ROUTE_TIMEOUT + 0.2)
+    for _ in range(20):
+        assert status_of(await visit(proxy.port, get(RELAY))) == 200
+    assert peer.most_open <= 100
+    assert peer.open_now <= 100
+    # Each connection to the in-process vendor is two descriptors.
+    assert fds() <= before + 2 * peer.open_now + 5
+    assert len(asyncio.all_tasks()) <= tasks + peer.open_now + 5  # the vendor's
+
+
+FAILURES: Final[list[list[Step]]] = [
+    [b"garbage\r\n\r\n"],
+    [CLOSE],
+    [RESET],
+    [b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort", CLOSE],
+    [b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"x" * 70000, RESET],
+    [OK + b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nevil"],
+    [b"HTTP/1.1 204 No Content\r\nContent-Length: 4\r\n\r\nevil"],
+    [b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n"],
+    [b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nfffffffffffffffffff\r\n"],
+    [b"HTTP/1.1 200 OK\r\nX: a\x00b\r\nContent-Length: 2\r\n\r\nok"],
+    [b"HTTP/1.1 200 OK\r\nX: a\r\n b\r\nContent-Length: 2\r\n\r\nok"],
+    [b"HTTP/1.1 100 Continue\r\n\r\n", HANG],
+    [b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc", HANG],
+]
+STORM: Final = 1000
+
+
+# A thousand requests whose vendor fails in every way above, some at once:
+# afterwards the pool holds no stale slot, normal requests are served on
+# reused connections, and no descriptor is left behind.
+async def test_a_storm_of_failures_leaves_the_pool_healthy(
+    peers: Callable[..., Peer], start_proxy: StartProxy
+) -> None:
+    peer = await peers(
+        lambda n: FAILURES[n % len(FAILURES)] if n < STORM else [OK]
+    ).start()
+    proxy = await proxy_to(start_proxy, peer)
+    before = fds()
+    statuses: list[int] = []
+    gate = asyncio.Semaphore(50)
+
+    async def one() -> None:
+        async with gate, proxy.client.get(proxy.url + RELAY) as response:
+            with contextlib.suppress(aiohttp.ClientError):  # a body cut short
+                await response.read()
+            statuses.append(response.status)
+
+    await asyncio.gather(*(one() for _ in range(STORM)), return_exceptions=True)
+    assert len(peer.received) == STORM
+    assert set(statuses) <= {200, 204, 502, 504}
+
+    connections = peer.connections
+    for _ in range(20):
+        assert status_of(await visit(proxy.port, get(RELAY))) == 200
+    assert peer.connections <= connections + 1  # reused, not one per request
+    pools = proxy.proxy.upstream.session._pools
+    assert all(pool.open == len(pool.idle) for pool in pools.values())
+    assert fds() <= before + 2 * peer.open_now + 5
+
+
+class EarlyAnswer:
+    """A vendor that refuses a large body before reading it (as servers do
+    with a 413), then reads and discards it and keeps the connection."""
+
+    def __init__(self) -> None:
+        self.heads: list[bytes] = []
+        self.connections = 0
+        self.port = 0
+
+    async def start(self) -> asyncio.Server:
+        server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = server.sockets[0].getsockname()[1]
+        return server
+
+    async def _serve(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        self.connections += 1
+        try:
+            while head := await reader.readuntil(b"\r\n\r\n"):
+                self.heads.append(head)
+                length = 0
+                for line in head.split(b"\r\n"):
+                    name, _, value = line.partition(b":")
+                    if name.lower() == b"content-length":
+                        length = int(value)
+                if length:
+                    writer.write(b"HTTP/1.1 413 Too Large\r\nContent-Length: 0\r\n\r\n")
+                    await reader.readexactly(length)
+                else:
+                    writer.write(OK)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+
+# A vendor may answer before it has read a large body. The connection then
+# still carries the rest of that body, so it must not serve the next
+# request: the vendor would read that request as body bytes.
+async def test_an_answer_before_the_body_is_sent_retires_the_connection(
+    client: http1.Client,
+) -> None:
+    vendor = EarlyAnswer()
+    server = await vendor.start()
+    origin: http1.Origin = ("127.0.0.1", vendor.port, None)
+    try:
+        body = b"x" * (16 * 1024 * 1024)  # more than the socket buffers hold
+        async with await send(client, origin, method="POST", body=body) as refused:
+            assert refused.status == 413
+        async with await send(client, origin, target="/next") as answer:
+            assert answer.status == 200
+            assert await answer.read() == b"ok"
+        assert vendor.heads[-1].startswith(b"GET /next ")
+        assert vendor.connections == 2
+    finally:
+        server.close()
