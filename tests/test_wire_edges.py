@@ -25,12 +25,14 @@ from .conftest import Running, StartProxy
 from .durable_support import eventually
 from .test_http1 import (
     CLOSE,
+    GATE,
     HANG,
     OK,
     RESET,
     Peer,
     Step,
     always,
+    fetch,
     peer_factory,
     send,
 )
@@ -266,3 +268,105 @@ async def test_an_answer_before_the_body_is_sent_retires_the_connection(
         assert vendor.connections == 2
     finally:
         server.close()
+
+
+# Requests waiting for one of an origin's capped connections may be
+# cancelled (their visitors left) at any moment, even just as a connection
+# is handed to them: no slot or connection may be lost with them.
+async def test_cancelled_waiters_take_no_slot(peers: Callable[..., Peer]) -> None:
+    peer = await peers(lambda n: [GATE, OK] if n == 0 else [OK]).start()
+    capped = http1.Client(per_origin_limit=1)
+    try:
+        waiters: list[asyncio.Task[bytes]] = []
+
+        async def first() -> bytes:
+            body = await fetch(capped, peer.origin)
+            # Woken before the next waiter is: that one was just handed
+            # the connection and is cancelled before it can use it.
+            waiters[0].cancel()
+            return body
+
+        holder = asyncio.create_task(first())
+        await eventually(lambda: len(peer.received) == 1, what="the first request")
+        waiters += [asyncio.create_task(fetch(capped, peer.origin)) for _ in range(50)]
+        await asyncio.sleep(0.05)
+        for task in waiters[25:]:
+            task.cancel()
+        peer.gate.set()
+        assert await holder == b"ok"
+        results = await asyncio.gather(*waiters, return_exceptions=True)
+        assert isinstance(results[0], asyncio.CancelledError)
+        assert results[1:25] == [b"ok"] * 24
+        assert await fetch(capped, peer.origin) == b"ok"
+        (pool,) = capped._pools.values()
+        assert (pool.open, len(pool.idle), len(pool.waiters)) == (1, 1, 0)
+    finally:
+        await capped.close()
+    assert peer.connections == 1
+
+
+# A 5 MB script the vendor resets part way: a 502, nothing cached, the
+# broken connection never reused; the next visitor gets the whole script.
+async def test_a_big_script_reset_mid_body_is_not_cached(
+    peers: Callable[..., Peer], start_proxy: StartProxy
+) -> None:
+    script = b"var x = 1;\n" * (5 * 1024 * 1024 // 11)
+    head = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/javascript\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(script)
+    )
+    peer = await peers(
+        lambda n: [head + script[: 1024 * 1024], RESET] if n == 0 else [head + script]
+    ).start()
+    proxy = await proxy_to(start_proxy, peer)
+    url, plain = proxy.url + SCRIPT, {"Accept-Encoding": "identity"}
+    async with proxy.client.get(url, headers=plain) as broken:
+        assert broken.status == 502
+    async with proxy.client.get(url, headers=plain) as whole:
+        assert whole.status == 200
+        assert await whole.read() == script
+    async with proxy.client.get(url, headers=plain) as cached:
+        assert await cached.read() == script
+    assert len(peer.received) == 2
+    assert peer.connections == 2
+
+
+DRAINED: Final = [
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"x" * 100000,
+    b'HTTP/1.1 304 Not Modified\r\nETag: "a"\r\n\r\n',
+    b"HTTP/1.1 204 No Content\r\n\r\n",
+    b"garbage\r\n\r\n",
+]
+
+
+# While draining, every answer closes its connection and says so: streamed
+# ones, answers without a body, errors, and script hits answered at once.
+async def test_while_draining_every_answer_closes(
+    peers: Callable[..., Peer], start_proxy: StartProxy
+) -> None:
+    script = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/javascript\r\n"
+        b"Content-Length: 9\r\n\r\nvar a=1;\n"
+    )
+    peer = await peers(lambda n: [script] if n == 0 else [DRAINED[n - 1]]).start()
+    proxy = await proxy_to(start_proxy, peer)
+    first = await visit(proxy.port, get(SCRIPT))
+    etag = next(
+        line.split(b": ", 1)[1]
+        for line in first.split(b"\r\n")
+        if line.lower().startswith(b"etag:")
+    )
+    proxy.proxy.draining.set()
+    keep_alive = b"GET %s HTTP/1.1\r\nHost: www.example.com\r\n%s\r\n"
+    requests = [keep_alive % (RELAY.encode(), b"")] * len(DRAINED) + [
+        keep_alive % (SCRIPT.encode(), b""),
+        keep_alive % (SCRIPT.encode(), b"If-None-Match: " + etag + b"\r\n"),
+    ]
+    statuses = []
+    for request in requests:
+        answer = await visit(proxy.port, request)  # returns at the close
+        head = answer.split(b"\r\n\r\n", 1)[0]
+        assert b"\r\nConnection: close" in head
+        statuses.append(status_of(answer))
+    assert statuses == [200, 200, 304, 204, 502, 200, 304]
