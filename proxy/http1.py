@@ -795,7 +795,11 @@ class Client:
 
     def _discard(self, conn: _Connection) -> None:
         """A connection closed: its slot goes to a waiter, or is freed."""
-        self._conns.discard(conn)
+        if conn not in self._conns:
+            # Closed before _connect returned it (cancelled at the very end
+            # of create_connection): _open frees that slot itself.
+            return
+        self._conns.remove(conn)
         self._free_slot(conn.pool)
 
     def _free_slot(self, pool: _Pool) -> None:
@@ -858,5 +862,7 @@ class Client:
             raise
         # uvloop may return before it calls connection_made.
         conn.transport = transport
+        if conn.closed:  # lost before it was counted: _open frees its slot
+            raise ConnectError(f"connection to {address}:{port} closed at once")
         self._conns.add(conn)
         return conn

@@ -14,7 +14,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import aiohttp
 import pytest
@@ -370,3 +370,35 @@ async def test_while_draining_every_answer_closes(
         assert b"\r\nConnection: close" in head
         statuses.append(status_of(answer))
     assert statuses == [200, 200, 304, 204, 502, 200, 304]
+
+
+# A request cancelled (its deadline, a shutdown) just as its connection
+# opens: asyncio closes the new transport as the cancellation unwinds
+# create_connection. The slot it held is freed once, not twice: counted
+# twice, the pool would let one more connection than its cap open each time.
+async def test_a_connect_cancelled_at_its_end_frees_its_slot_once(
+    peers: Callable[..., Peer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    peer = await peers(always(OK)).start()
+    capped = http1.Client(per_origin_limit=2)
+    loop = asyncio.get_running_loop()
+    create_connection = loop.create_connection
+
+    async def cancelled_at_the_end(*args: Any, **kw: Any) -> Any:
+        transport, _ = await create_connection(*args, **kw)
+        transport.close()  # as asyncio does when cancelled at its last await
+        raise asyncio.CancelledError
+
+    try:
+        monkeypatch.setattr(loop, "create_connection", cancelled_at_the_end)
+        for _ in range(3):
+            with pytest.raises(asyncio.CancelledError):
+                await fetch(capped, peer.origin)
+        monkeypatch.undo()
+        await eventually(lambda: peer.open_now == 0, what="the connections closed")
+        (pool,) = capped._pools.values()
+        assert pool.open == 0
+        assert await fetch(capped, peer.origin) == b"ok"
+        assert pool.open == 1
+    finally:
+        await capped.close()
