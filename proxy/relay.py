@@ -377,17 +377,25 @@ class RelayService:
 
         if length is not None:
             out.content_length = length
-        await out.prepare(request)
-        while True:
-            try:
-                chunk = await upstream.read_chunk(_CHUNK)
-            except (ClientError, OSError, TimeoutError) as exc:
-                cut_client(request, translate(exc, target.upstream_host))
-                return out
-            if not chunk:
-                break
-            await out.write(chunk)
-        await out.write_eof()
+        try:
+            await out.prepare(request)
+            while True:
+                try:
+                    chunk = await upstream.read_chunk(_CHUNK)
+                except (ClientError, OSError, TimeoutError) as exc:
+                    cut_client(request, translate(exc, target.upstream_host))
+                    return out
+                if not chunk:
+                    break
+                await out.write(chunk)
+            await out.write_eof()
+        except ConnectionError:
+            # The visitor left mid-answer: ordinary traffic, not a 500 (the
+            # status already sent stands); the unread rest of the upstream
+            # answer closes its connection as it is released.
+            record = exchange.current()
+            if record is not None:
+                record[exchange.ERROR] = "client left mid-answer"
         return out
 
     def _copy_headers(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import time
 from collections.abc import AsyncIterator, Callable
@@ -402,3 +403,32 @@ async def test_a_connect_cancelled_at_its_end_frees_its_slot_once(
         assert pool.open == 1
     finally:
         await capped.close()
+
+
+# A visitor who leaves in the middle of a large relayed answer is ordinary
+# traffic: no ERROR traceback, the access line keeps the status that was
+# sent (not a 500 nobody was sent), and the half-read upstream connection
+# is closed rather than pooled.
+async def test_a_visitor_leaving_mid_answer_is_not_an_error(
+    peers: Callable[..., Peer],
+    start_proxy: StartProxy,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    big = b"HTTP/1.1 200 OK\r\nContent-Length: 5000000\r\n\r\n" + b"x" * 5000000
+    peer = await peers(lambda n: [big] if n == 0 else [OK]).start()
+    proxy = await proxy_to(start_proxy, peer)
+    with caplog.at_level(logging.INFO):
+        reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+        writer.write(get(RELAY))
+        await reader.readuntil(b"\r\n\r\n")
+        await reader.readexactly(1000)
+        writer.transport.abort()
+        await eventually(
+            lambda: any(r.name == "tagproxy.access" for r in caplog.records),
+            what="the access line",
+        )
+        assert status_of(await visit(proxy.port, get(RELAY))) == 200
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+    line = next(r for r in caplog.records if r.name == "tagproxy.access")
+    assert line.access["status"] == 200  # type: ignore[attr-defined]
+    assert peer.connections == 2
