@@ -58,6 +58,10 @@ def listen(
 
 def close_when_sent(response: web.StreamResponse) -> None:
     """While draining: this answer closes its connection and says so."""
+    if response.status == 101:
+        # A WebSocket handshake must say `Connection: Upgrade`, or the
+        # visitor refuses it; the socket is closed with 1001 at shutdown.
+        return
     # The hook runs after aiohttp chose the Connection header, so the header
     # is set here as well as the close itself.
     response.force_close()

@@ -128,6 +128,23 @@ async def receive(socket: Socket) -> Message:
     return message.type, message.data
 
 
+# While draining, answers say `Connection: close`, but a WebSocket handshake
+# must say `Connection: Upgrade`: one accepted then is a valid socket (closed
+# with 1001 when the runner shuts down), never a broken handshake after the
+# vendor's socket was opened for nothing.
+async def test_a_socket_opened_while_draining_is_a_valid_handshake(
+    proxy: Running, endpoint: SocketEndpoint
+) -> None:
+    proxy.proxy.draining.set()
+    socket = await connect(proxy, "/we/socket?site_id=7")
+    await socket.send_bytes(b"hi")
+    assert await receive(socket) == (WSMsgType.BINARY, b"hi")
+    await socket.close()
+    record = await endpoint.socket()
+    await record.closed.wait()
+    assert record.messages == [(WSMsgType.BINARY, b"hi")]
+
+
 # --- messages ------------------------------------------------------------------
 
 
