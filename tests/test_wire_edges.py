@@ -432,3 +432,66 @@ async def test_a_visitor_leaving_mid_answer_is_not_an_error(
     line = next(r for r in caplog.records if r.name == "tagproxy.access")
     assert line.access["status"] == 200  # type: ignore[attr-defined]
     assert peer.connections == 2
+
+
+EXPECT: Final = "Expect: 100-continue"
+CHUNKED: Final = "Transfer-Encoding: chunked"
+
+
+# `Expect: 100-continue` in the forms browsers and tools send: the body is
+# invited only when a relay is about to read it, a chunked body over the
+# route's limit is refused once it passes the limit, and requests without
+# a body (a GET, a script) are answered without an invitation.
+@pytest.mark.parametrize(
+    ("method", "path", "extra", "body", "status", "invited", "relayed"),
+    [
+        ("POST", RELAY, CHUNKED, b"3\r\nabc\r\n0\r\n\r\n", 200, True, b"abc"),
+        (
+            "POST",
+            RELAY,
+            CHUNKED,
+            b"800\r\n" + b"a" * 2048 + b"\r\n0\r\n\r\n",
+            413,
+            True,
+            None,
+        ),
+        ("POST", RELAY, "Content-Length: 2000", b"", 413, False, None),
+        ("GET", RELAY, "", b"", 200, False, b""),
+        ("GET", SCRIPT, "", b"", 200, False, None),
+    ],
+)
+async def test_expect_100_continue(
+    peers: Callable[..., Peer],
+    start_proxy: StartProxy,
+    method: str,
+    path: str,
+    extra: str,
+    body: bytes,
+    status: int,
+    invited: bool,
+    relayed: bytes | None,
+) -> None:
+    peer = await peers(always(OK)).start()
+    proxy = await proxy_to(start_proxy, peer)
+    lines = [f"{method} {path} HTTP/1.1", "Host: www.example.com", EXPECT, extra]
+    head = "\r\n".join([line for line in lines if line] + ["Connection: close"])
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+    try:
+        writer.write(head.encode() + b"\r\n\r\n")
+        async with asyncio.timeout(5):
+            first = await reader.readuntil(b"\r\n\r\n")
+            if first == b"HTTP/1.1 100 Continue\r\n\r\n":
+                writer.write(body)
+                first = await reader.readuntil(b"\r\n\r\n")
+                assert invited
+            else:
+                assert not invited
+    finally:
+        writer.close()
+    assert status_of(first) == status
+    if relayed is None:
+        assert all(b"/r " not in seen.head for seen in peer.received)
+    else:
+        (seen,) = peer.received
+        assert seen.body == relayed
+        assert b"Expect" not in seen.head
