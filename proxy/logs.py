@@ -122,9 +122,10 @@ class BatchingHandler(logging.StreamHandler[TextIO]):
     def flush(self) -> None:
         self.acquire()
         try:
-            if self._scheduled is not None:
-                self._scheduled.cancel()
-                self._scheduled = None
+            # Not cancelled: flush may run on another thread (an urgent
+            # line), and loop handles are not safe to touch from there. A
+            # timer that finds nothing pending writes nothing.
+            self._scheduled = None
             if not self._pending:
                 return
             lines, self._pending, self._size = self._pending, [], 0
