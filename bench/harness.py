@@ -203,7 +203,9 @@ def running(*servers: Server) -> Iterator[None]:
 # --- the servers we compare ----------------------------------------------------
 
 
-def start_nginx(name: str, scratch: Path, http_block: str, port: int) -> Server:
+def start_nginx(
+    name: str, scratch: Path, http_block: str, port: int, workers: int = 1
+) -> Server:
     """nginx as our own process: one worker, our config, our prefix directory."""
     binary = shutil.which("nginx") or "/usr/sbin/nginx"
     if not Path(binary).exists():
@@ -214,7 +216,7 @@ def start_nginx(name: str, scratch: Path, http_block: str, port: int) -> Server:
     user = "user nobody nogroup;\n" if os.geteuid() == 0 else ""
     conf = prefix / "nginx.conf"
     conf.write_text(
-        f"""{user}worker_processes 1;
+        f"""{user}worker_processes {workers};
 daemon off;
 pid {prefix}/nginx.pid;
 error_log {prefix}/error.log warn;

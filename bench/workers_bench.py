@@ -10,6 +10,7 @@ idle one. wrk gets two threads here so the load generator is not the limit.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from dataclasses import replace
@@ -18,17 +19,21 @@ from pathlib import Path
 import fixtures
 from harness import (
     Options,
+    Series,
+    free_port,
     ratio,
     rounds,
     run_reports,
     running,
+    start_nginx,
     start_tagproxy,
     table,
     verdict,
 )
-from script_bench import Report, served_gzip, start_sink
+from script_bench import Report, reference_block, served_gzip, start_sink
 
 CONNECTIONS = 100
+CORES = os.cpu_count() or 1
 
 
 def has_workers_flag() -> bool:
@@ -68,8 +73,8 @@ def bench(opts: Options, scratch: Path) -> list[Report]:
         with running(*servers):
             for server in servers:
                 for _ in range(4):  # each worker fills its own cache
-                    served_gzip(server)
-            reports = []
+                    gz = served_gzip(server)
+            reports = [machine_reference(opts, scratch, gz)]
             for title, load in (
                 ("relay GET beacon", fixtures.beacon_get()),
                 ("cached script", fixtures.script_load()),
@@ -85,11 +90,53 @@ def bench(opts: Options, scratch: Path) -> list[Report]:
                         [
                             verdict(
                                 f"{title}: 2 workers / 1", gain, ">= 1.80", gain >= 1.8
-                            )
+                            ),
+                            f"  {title}: tagproxy used {cores(one):.2f} cores with "
+                            f"one worker, {cores(two):.2f} with two (of {CORES})",
                         ],
                     )
                 )
     return reports
+
+
+def cores(series: Series) -> float:
+    """CPU the server used while measured, in cores (req/s x CPU per request)."""
+    return series.median("rps") * series.median("cpu_us") / 1e6
+
+
+def machine_reference(opts: Options, scratch: Path, gz: bytes) -> Report:
+    """What a second process buys nginx here: the machine's own ceiling.
+
+    nginx serves the same script with one and with two worker processes, so
+    the share of the cores that wrk and the kernel take shows in its ratio
+    as it does in ours.
+    """
+    root = scratch / "nginx-workers"
+    where = root / fixtures.MOUNT.lstrip("/")
+    where.mkdir(parents=True)
+    for directory in (root, where):
+        directory.chmod(0o755)
+    name = fixtures.SCRIPT_PATH.lstrip("/")
+    (where / f"{name}.gz").write_bytes(gz)
+    (where / name).write_bytes(b"// only the .gz is served\n")
+    servers = []
+    for n in (1, 2):
+        port = free_port()
+        block = reference_block(port, root)
+        servers.append(start_nginx(f"nginx, {n} worker(s)", scratch, block, port, n))
+    with running(*servers):
+        one, two = rounds(
+            [(s, fixtures.script_load()) for s in servers], CONNECTIONS, opts, scratch
+        )
+    gain = ratio(two, one)
+    return Report(
+        f"workers, nginx reference, cached script, {CONNECTIONS} connections",
+        table([one, two]),
+        [
+            f"  nginx: 2 workers / 1 on this machine: {gain:.2f} "
+            "(the ceiling wrk and the kernel leave here)"
+        ],
+    )
 
 
 def main() -> None:
