@@ -344,15 +344,15 @@ _NON_2XX: Final = re.compile(r"Non-2xx or 3xx responses: (\d+)")
 _UNIT: Final = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
 
-def wrk(
+def wrk_argv(
     server: Server,
     load: Load,
     connections: int,
     duration: float,
     scratch: Path,
     threads: int = 1,
-) -> Run:
-    """One wrk run against `server`, with the server's CPU time over the run."""
+) -> list[str]:
+    """The wrk command line that sends `load` to `server`."""
     argv = [
         wrk_or_exit(),
         f"-t{threads}",
@@ -368,7 +368,19 @@ def wrk(
     if lua is not None:
         argv += ["-s", str(lua)]
     argv.append(server.url + load.path)
+    return argv
 
+
+def wrk(
+    server: Server,
+    load: Load,
+    connections: int,
+    duration: float,
+    scratch: Path,
+    threads: int = 1,
+) -> Run:
+    """One wrk run against `server`, with the server's CPU time over the run."""
+    argv = wrk_argv(server, load, connections, duration, scratch, threads)
     pids = server.pids()
     cpu_before = cpu_seconds(pids)
     out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout

@@ -33,7 +33,7 @@ from harness import (
     scratch_dir,
     start_bare,
     start_tagproxy,
-    wrk_or_exit,
+    wrk_argv,
 )
 
 RATE: Final = 500  # samples a second
@@ -57,13 +57,7 @@ def py_spy_or_exit() -> str:
 
 def sample(server: Server, load: Load, seconds: int, scratch: Path) -> Counter[str]:
     """Own-time samples per function of `server` under load, per request."""
-    argv = [wrk_or_exit(), "-t1", f"-c{CONNECTIONS}", f"-d{seconds + 2}s"]
-    for name, value in load.headers:
-        argv += ["-H", f"{name}: {value}"]
-    lua = load.lua(scratch)
-    if lua is not None:
-        argv += ["-s", str(lua)]
-    argv.append(server.url + load.path)
+    argv = wrk_argv(server, load, CONNECTIONS, seconds + 2, scratch)
     with tempfile.NamedTemporaryFile(suffix=".txt") as raw:
         load_run = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
         time.sleep(1)  # past the start of the load
