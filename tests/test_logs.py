@@ -7,6 +7,8 @@ import json
 import logging
 import re
 
+import pytest
+
 from proxy.logs import (
     ACCESS_LOGGER,
     PLAIN_FORMAT,
@@ -14,6 +16,7 @@ from proxy.logs import (
     BatchingHandler,
     JsonFormatter,
     SecondsFormatter,
+    make_formatter,
 )
 
 FIELDS: dict[str, object] = {
@@ -41,7 +44,8 @@ def direct(json_lines: bool, worker: int | None = None) -> str:
     out = io.StringIO()
     handler = BatchingHandler(out)
     access = AccessLog()
-    access.direct_to(handler, json_lines, worker)
+    handler.setFormatter(make_formatter("json" if json_lines else "plain", worker))
+    access.direct_to(handler)
     root = logging.getLogger()
     saved = root.handlers[:]
     root.handlers[:] = [handler]
@@ -73,17 +77,21 @@ def test_the_json_line_has_the_same_keys_and_values() -> None:
     assert written["path"] == "/pa/js/script.js"
 
 
-def test_without_setup_lines_go_through_the_logger(caplog) -> None:  # type: ignore[no-untyped-def]
+def test_without_setup_lines_go_through_the_logger(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     caplog.set_level(logging.INFO, logger=ACCESS_LOGGER)
     AccessLog().write(MESSAGE, FIELDS)
     (record,) = caplog.records
     assert record.getMessage() == MESSAGE
-    assert record.access == FIELDS
+    assert record.__dict__["access"] == FIELDS  # the extra the JSON format reads
 
 
-def test_once_the_output_changes_lines_go_through_the_logger(caplog) -> None:  # type: ignore[no-untyped-def]
+def test_once_the_output_changes_lines_go_through_the_logger(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     access = AccessLog()
-    access.direct_to(BatchingHandler(io.StringIO()), False, None)  # not installed
+    access.direct_to(BatchingHandler(io.StringIO()))  # not installed
     caplog.set_level(logging.INFO, logger=ACCESS_LOGGER)
     assert access.wants_fields
     access.write(MESSAGE, FIELDS)
